@@ -1,0 +1,463 @@
+"""The :class:`Application`: runs a graph of actions step by step, persisting every step."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from burr_async.actions import (
+    Action,
+    ResultDict,
+    StreamItem,
+    _checked_state,
+    _resolve_inputs,
+)
+from burr_async.errors import (
+    BurrAsyncError,
+    ConfigurationError,
+    PersistenceError,
+)
+from burr_async.graph import Graph
+from burr_async.hooks import ExecuteMethod, _HookSet
+from burr_async.persistence.base import AsyncBaseStateSaver, ParentPointer, Status
+from burr_async.state import State
+
+__all__ = ["Application", "ApplicationBusyError", "StreamingResultContainer"]
+
+StepOutcome = tuple[Action, ResultDict | None, State]
+
+
+class ApplicationBusyError(BurrAsyncError):
+    """Two calls tried to advance the same Application object at once; steps of one application
+    are sequential. Await the first call, or give each task its own application."""
+
+
+class Application:
+    """A running state machine. Build it with ``await ApplicationBuilder()...abuild()``.
+
+    Each step chooses the next action from the transitions, runs it, and, when a persister is
+    set, waits until the step's row is committed before the application advances. If that write
+    fails, ``state``, ``sequence_id`` and ``position`` are unchanged and the step can be retried.
+    """
+
+    def __init__(
+        self,
+        *,
+        graph: Graph,
+        state: State,
+        entrypoint: str,
+        uid: str,
+        partition_key: str | None,
+        sequence_id: int | None,
+        position: str | None,
+        status: Status,
+        hooks: _HookSet,
+        persister: AsyncBaseStateSaver | None,
+        parent: ParentPointer | None = None,
+    ) -> None:
+        self._graph = graph
+        self._state = state
+        self._entrypoint = graph.action(entrypoint)
+        self._uid = uid
+        self._partition_key = partition_key
+        self._sequence_id = sequence_id
+        self._position = position
+        self._status: Status = status
+        self._hooks = hooks
+        self._persister = persister
+        self._parent = parent
+        self._busy = False
+        self._has_step_hooks = hooks.has("pre_run_step") or hooks.has("post_run_step")
+
+    # -- identity and position ---------------------------------------------------------------
+    @property
+    def state(self) -> State:
+        """The state after the last committed step."""
+        return self._state
+
+    @property
+    def uid(self) -> str:
+        """The application id (``app_id``)."""
+        return self._uid
+
+    app_id = uid
+
+    @property
+    def partition_key(self) -> str | None:
+        """The partition key (for example the user), or None."""
+        return self._partition_key
+
+    @property
+    def sequence_id(self) -> int | None:
+        """Number of the last step taken (0 for the first), or None before any step."""
+        return self._sequence_id
+
+    @property
+    def position(self) -> str | None:
+        """Name of the last action run, or None before any step."""
+        return self._position
+
+    @property
+    def graph(self) -> Graph:
+        """The application's graph."""
+        return self._graph
+
+    @property
+    def parent_pointer(self) -> ParentPointer | None:
+        """The step this application was forked from, if it was."""
+        return self._parent
+
+    def get_next_action(self) -> Action | None:
+        """The action the next step will run, or None when the graph has nowhere to go."""
+        if self._position is None:
+            return self._entrypoint
+        if self._status == "failed":
+            return self._graph.action(self._position)
+        return self._graph.next_action(self._position, self._state)
+
+    def has_next_action(self) -> bool:
+        """Whether another step can run."""
+        return self.get_next_action() is not None
+
+    def visualize(self, output_file_path: str | Path | None = None) -> str:
+        """The graph as Mermaid text (the current position highlighted); also written to
+        ``output_file_path`` when given."""
+        text = self._graph.to_mermaid(highlight=self._position)
+        if output_file_path is not None:
+            Path(output_file_path).write_text(text, encoding="utf-8")
+        return text
+
+    # -- running ------------------------------------------------------------------------------
+    async def astep(self, inputs: Mapping[str, Any] | None = None) -> StepOutcome | None:
+        """Run one step: ``(action, result, state)``, or None when there is no next action.
+
+        Raises the action's own exception when it fails (after storing a ``failed`` step);
+        :class:`~burr_async.errors.PersistenceError` when the step could not be stored.
+        """
+        async with self._call(ExecuteMethod.astep):
+            return await self._step(inputs)
+
+    async def arun(
+        self,
+        *,
+        halt_before: Collection[str] | None = None,
+        halt_after: Collection[str] | None = None,
+        inputs: Mapping[str, Any] | None = None,
+    ) -> tuple[Action | None, ResultDict | None, State]:
+        """Step until an action in ``halt_after`` has run, the next action is in
+        ``halt_before``, or the graph ends. Returns the last action run (or, when halted before,
+        the action halted at) with its result (None when halted before) and the state."""
+        async with self._call(ExecuteMethod.arun):
+            last: StepOutcome | None = None
+            async for last in self._iterate(halt_before, halt_after, inputs):  # noqa: B007
+                pass
+            return self._halt_outcome(halt_before, halt_after, last)
+
+    async def aiterate(
+        self,
+        *,
+        halt_before: Collection[str] | None = None,
+        halt_after: Collection[str] | None = None,
+        inputs: Mapping[str, Any] | None = None,
+    ) -> AsyncGenerator[StepOutcome, None]:
+        """Like :meth:`arun`, yielding ``(action, result, state)`` after every step."""
+        async with self._call(ExecuteMethod.aiterate):
+            async for outcome in self._iterate(halt_before, halt_after, inputs):
+                yield outcome
+
+    async def astream_result(
+        self,
+        halt_after: Collection[str],
+        halt_before: Collection[str] | None = None,
+        inputs: Mapping[str, Any] | None = None,
+    ) -> tuple[Action | None, StreamingResultContainer]:
+        """Run until the next action is in ``halt_after`` (or ``halt_before``), then return
+        that action with a container streaming its partial results.
+
+        For a streaming action, iterate the container (``async for partial in container``) and
+        ``await container.get()`` for the final ``(result, state)``; the step is persisted when
+        the stream ends. A non-streaming action has already run; its container holds the result.
+        When halted by ``halt_before`` the action has not run and ``get()`` gives ``(None, state)``.
+        """
+        self._check_halts(halt_before, halt_after)
+        stop_at = set(halt_after) | set(halt_before or ())
+        async with self._call(ExecuteMethod.astream_result):
+            last: StepOutcome | None = None
+            async for last in self._iterate(stop_at, None, inputs):  # noqa: B007
+                pass
+            upcoming = self.get_next_action()
+            if upcoming is None or upcoming.name not in halt_after:
+                shown = upcoming if upcoming is not None else (last[0] if last else None)
+                return shown, StreamingResultContainer._finished(None, self._state)
+            if not upcoming.streaming:
+                outcome = await self._step(inputs)
+                assert outcome is not None
+                return upcoming, StreamingResultContainer._finished(outcome[1], outcome[2])
+            return upcoming, StreamingResultContainer(self._stream_step(upcoming, inputs))
+
+    # -- internals ----------------------------------------------------------------------------
+    @asynccontextmanager
+    async def _call(self, method: ExecuteMethod) -> AsyncIterator[None]:
+        if self._busy:
+            raise ApplicationBusyError(
+                f"Application {self._uid!r} is already running a step; await it before calling "
+                f"{method.value}()."
+            )
+        self._busy = True
+        try:
+            if self._hooks.has("pre_run_execute_call"):
+                await self._hooks.call(
+                    "pre_run_execute_call",
+                    None,
+                    app_id=self._uid,
+                    partition_key=self._partition_key,
+                    state=self._state,
+                    method=method,
+                )
+            error: Exception | None = None
+            try:
+                yield
+            except Exception as exc:
+                error = exc
+                raise
+            finally:
+                if self._hooks.has("post_run_execute_call"):
+                    await self._hooks.call(
+                        "post_run_execute_call",
+                        None,
+                        app_id=self._uid,
+                        partition_key=self._partition_key,
+                        state=self._state,
+                        method=method,
+                        exception=error,
+                    )
+        finally:
+            self._busy = False
+
+    def _check_halts(self, *groups: Collection[str] | None) -> None:
+        for group in groups:
+            for name in group or ():
+                self._graph.action(name)
+
+    async def _iterate(
+        self,
+        halt_before: Collection[str] | None,
+        halt_after: Collection[str] | None,
+        inputs: Mapping[str, Any] | None,
+    ) -> AsyncIterator[StepOutcome]:
+        self._check_halts(halt_before, halt_after)
+        before = set(halt_before or ())
+        after = set(halt_after or ())
+        while True:
+            upcoming = self.get_next_action()
+            if upcoming is None or upcoming.name in before:
+                return
+            outcome = await self._step(inputs, upcoming)
+            assert outcome is not None
+            yield outcome
+            if upcoming.name in after:
+                return
+
+    def _halt_outcome(
+        self,
+        halt_before: Collection[str] | None,
+        halt_after: Collection[str] | None,
+        last: StepOutcome | None,
+    ) -> tuple[Action | None, ResultDict | None, State]:
+        if last is not None and last[0].name in (halt_after or ()):
+            return last
+        upcoming = self.get_next_action()
+        if upcoming is not None and upcoming.name in (halt_before or ()):
+            return upcoming, None, self._state
+        if last is None:
+            return None, None, self._state
+        return last
+
+    async def _step(
+        self, inputs: Mapping[str, Any] | None, upcoming: Action | None = None
+    ) -> StepOutcome | None:
+        act = upcoming or self.get_next_action()
+        if act is None:
+            return None
+        run_inputs = _resolve_inputs(act, inputs, self._uid)
+        sequence_id = 0 if self._sequence_id is None else self._sequence_id + 1
+        before = self._state
+        if self._has_step_hooks:
+            await self._pre_step_hooks(act, sequence_id, run_inputs)
+        try:
+            result, after = await act._execute(before, run_inputs)
+            after = _checked_state(act, before, after)
+        except Exception as exc:
+            await self._fail(act, sequence_id, exc)
+            raise
+        await self._commit(act, sequence_id, after, result)
+        return act, result, after
+
+    async def _stream_step(
+        self, act: Action, inputs: Mapping[str, Any] | None
+    ) -> AsyncIterator[StreamItem]:
+        run_inputs = _resolve_inputs(act, inputs, self._uid)
+        sequence_id = 0 if self._sequence_id is None else self._sequence_id + 1
+        before = self._state
+        if self._has_step_hooks:
+            await self._pre_step_hooks(act, sequence_id, run_inputs)
+        try:
+            final: tuple[ResultDict, State] | None = None
+            async for partial, new_state in act._stream(before, run_inputs):  # type: ignore[attr-defined]
+                if new_state is None:
+                    yield partial, None
+                else:
+                    final = partial, _checked_state(act, before, new_state)
+                    break
+            if final is None:
+                raise ConfigurationError(
+                    f"Streaming action {act.name!r} ended without its final (result, State)."
+                )
+        except Exception as exc:
+            await self._fail(act, sequence_id, exc)
+            raise
+        await self._commit(act, sequence_id, final[1], final[0])
+        yield final
+
+    async def _pre_step_hooks(self, act: Action, sequence_id: int, inputs: dict[str, Any]) -> None:
+        if self._hooks.has("pre_run_step"):
+            await self._hooks.call(
+                "pre_run_step",
+                act.name,
+                app_id=self._uid,
+                partition_key=self._partition_key,
+                sequence_id=sequence_id,
+                state=self._state,
+                action=act,
+                inputs=inputs,
+            )
+
+    async def _commit(
+        self, act: Action, sequence_id: int, state: State, result: ResultDict
+    ) -> None:
+        await self._persist(act, sequence_id, state, "completed", None)
+        self._state = state
+        self._sequence_id = sequence_id
+        self._position = act.name
+        self._status = "completed"
+        if self._has_step_hooks and self._hooks.has("post_run_step"):
+            await self._hooks.call(
+                "post_run_step",
+                act.name,
+                app_id=self._uid,
+                partition_key=self._partition_key,
+                sequence_id=sequence_id,
+                state=state,
+                action=act,
+                result=result,
+                exception=None,
+            )
+
+    async def _fail(self, act: Action, sequence_id: int, exc: Exception) -> None:
+        """Store a ``failed`` step (state as it was before the action) so that a resumed
+        application runs the action again; the caller re-raises ``exc``."""
+        try:
+            await self._persist(
+                act, sequence_id, self._state, "failed", f"{type(exc).__name__}: {exc}"
+            )
+        except PersistenceError as write_error:
+            write_error.add_note(f"The step was being recorded as failed because: {exc!r}")
+            raise write_error from exc
+        self._sequence_id = sequence_id
+        self._position = act.name
+        self._status = "failed"
+        if self._has_step_hooks and self._hooks.has("post_run_step"):
+            try:
+                await self._hooks.call(
+                    "post_run_step",
+                    act.name,
+                    app_id=self._uid,
+                    partition_key=self._partition_key,
+                    sequence_id=sequence_id,
+                    state=self._state,
+                    action=act,
+                    result=None,
+                    exception=exc,
+                )
+            except BurrAsyncError as hook_error:
+                exc.add_note(str(hook_error))
+
+    async def _persist(
+        self, act: Action, sequence_id: int, state: State, status: Status, error: str | None
+    ) -> None:
+        persister = self._persister
+        if persister is None:
+            return
+        try:
+            with anyio.CancelScope(shield=True):
+                await persister.save(
+                    self._partition_key,
+                    self._uid,
+                    sequence_id,
+                    act.name,
+                    state,
+                    status,
+                    error=error,
+                )
+        except BurrAsyncError as exc:
+            if isinstance(exc, PersistenceError) and exc.app_id is None:
+                raise PersistenceError(
+                    f"Saving the step failed: {exc}",
+                    app_id=self._uid,
+                    partition_key=self._partition_key,
+                    sequence_id=sequence_id,
+                    action=act.name,
+                ) from exc
+            raise
+        except Exception as exc:
+            raise PersistenceError(
+                f"Saving the step failed ({type(exc).__name__}: {exc}); the application did not "
+                "advance and the step can be retried",
+                app_id=self._uid,
+                partition_key=self._partition_key,
+                sequence_id=sequence_id,
+                action=act.name,
+            ) from exc
+
+
+class StreamingResultContainer:
+    """The partial results of a streaming step, then its final ``(result, state)``.
+
+    ``async for partial in container`` yields each partial result dict; ``await container.get()``
+    finishes the stream if needed and returns the final result and state. The step is persisted
+    when the stream ends.
+    """
+
+    def __init__(self, stream: AsyncIterator[StreamItem] | None) -> None:
+        self._stream = stream
+        self._final: tuple[ResultDict | None, State] | None = None
+
+    @classmethod
+    def _finished(cls, result: ResultDict | None, state: State) -> StreamingResultContainer:
+        container = cls(None)
+        container._final = (result, state)
+        return container
+
+    async def __aiter__(self) -> AsyncIterator[ResultDict]:
+        if self._stream is None:
+            return
+        stream, self._stream = self._stream, None
+        async for partial, state in stream:
+            if state is None:
+                yield partial
+            else:
+                self._final = (partial, state)
+
+    async def get(self) -> tuple[ResultDict | None, State]:
+        """The final ``(result, state)``, draining any partial results not yet consumed."""
+        async for _ in self:
+            pass
+        if self._final is None:
+            raise BurrAsyncError(
+                "The stream was abandoned before it finished; its step was not recorded."
+            )
+        return self._final

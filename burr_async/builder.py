@@ -1,0 +1,306 @@
+"""The :class:`ApplicationBuilder`: Burr's builder verbs, finished by ``await abuild()``."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+from burr_async.actions import Action
+from burr_async.application import Application
+from burr_async.conditions import Condition, default
+from burr_async.errors import ConfigurationError, GraphValidationError, StateNotFoundError
+from burr_async.graph import Graph, Transition
+from burr_async.hooks import _HookSet
+from burr_async.persistence.base import (
+    AsyncBaseStateLoader,
+    AsyncBaseStateSaver,
+    ParentPointer,
+    PersistedStateData,
+    Status,
+)
+from burr_async.state import State
+
+__all__ = ["ApplicationBuilder"]
+
+TransitionSpec = tuple[str | Sequence[str], str] | tuple[str | Sequence[str], str, Condition]
+
+
+@dataclass(frozen=True, slots=True)
+class _Initializer:
+    loader: AsyncBaseStateLoader
+    resume_at_next_action: bool
+    default_state: State
+    default_entrypoint: str
+    fork_from_app_id: str | None
+    fork_from_partition_key: str | None
+    fork_from_sequence_id: int | None
+
+
+class ApplicationBuilder:
+    """Collects actions, transitions, state and identity, then builds an :class:`Application`.
+
+    Every ``with_*`` method returns the builder for chaining; ``await abuild()`` validates the
+    graph (unknown or duplicate actions, missing entrypoint, unreachable actions), loads state
+    when ``initialize_from`` was used, and returns the application.
+    """
+
+    def __init__(self) -> None:
+        self._actions: dict[str, Action] = {}
+        self._transitions: list[Transition] = []
+        self._state: State | None = None
+        self._entrypoint: str | None = None
+        self._app_id: str | None = None
+        self._partition_key: str | None = None
+        self._sequence_id: int | None = None
+        self._hooks: list[object] = []
+        self._persister: AsyncBaseStateSaver | None = None
+        self._initializer: _Initializer | None = None
+
+    def with_actions(self, *actions: Action, **named_actions: Action) -> Self:
+        """Add actions, positionally (by their own name) or as ``name=action``."""
+        items: list[tuple[str, Action]] = []
+        for act in actions:
+            if not isinstance(act, Action):
+                raise ConfigurationError(
+                    f"with_actions got {act!r}, which is not an action: decorate it with "
+                    "@action(reads=..., writes=...) or subclass Action."
+                )
+            if act._name is None:
+                raise ConfigurationError(
+                    f"{act!r} has no name; pass it as with_actions(name=action)."
+                )
+            items.append((act._name, act))
+        for name, act in named_actions.items():
+            if not isinstance(act, Action):
+                raise ConfigurationError(
+                    f"with_actions got {act!r} for {name!r}, which is not an action: decorate it "
+                    "with @action(reads=..., writes=...) or subclass Action."
+                )
+            items.append((name, act.with_name(name)))
+        for name, act in items:
+            if name in self._actions:
+                raise GraphValidationError(
+                    f"Two actions are named {name!r}; action names must be unique."
+                )
+            self._actions[name] = act
+        return self
+
+    def with_transitions(self, *transitions: TransitionSpec) -> Self:
+        """Add ``(from, to)`` or ``(from, to, condition)`` transitions; ``from`` may be a list.
+        Out of one action they are tried in the order given."""
+        for spec in transitions:
+            if len(spec) == 2:
+                sources, target, condition = spec[0], spec[1], default
+            elif len(spec) == 3:
+                sources, target, condition = spec
+            else:
+                raise ConfigurationError(
+                    f"Transition {spec!r} must be (from, to) or (from, to, condition)."
+                )
+            if not isinstance(condition, Condition):
+                raise ConfigurationError(
+                    f"Transition {spec!r}: the condition must be default, expr(...), when(...) "
+                    f"or a Condition, got {type(condition).__name__}."
+                )
+            for source in [sources] if isinstance(sources, str) else sources:
+                self._transitions.append(Transition(source, target, condition))
+        return self
+
+    def with_entrypoint(self, action: str) -> Self:
+        """Name the first action of a fresh application."""
+        self._forbid_with_initializer("with_entrypoint")
+        self._entrypoint = action
+        return self
+
+    def with_state(self, state: State | Mapping[str, Any] | None = None, **values: Any) -> Self:
+        """Set initial state from a State, a dict, or keyword values (merged into any earlier)."""
+        self._forbid_with_initializer("with_state")
+        current = self._state or State()
+        if state is not None:
+            current = current.merge(state)
+        self._state = current.update(**values) if values else current
+        return self
+
+    def with_identifiers(
+        self,
+        app_id: str | None = None,
+        partition_key: str | None = None,
+        sequence_id: int | None = None,
+    ) -> Self:
+        """Set the application id (a UUID4 string when never set), the partition key, and
+        optionally the ``sequence_id`` to load with ``initialize_from``."""
+        if app_id is not None:
+            if not isinstance(app_id, str) or not app_id:
+                raise ConfigurationError(f"app_id must be a non-empty string, got {app_id!r}.")
+            self._app_id = app_id
+        if partition_key is not None:
+            if not isinstance(partition_key, str):
+                raise ConfigurationError(
+                    f"partition_key must be a string or None, got {partition_key!r}."
+                )
+            self._partition_key = partition_key
+        if sequence_id is not None:
+            self._sequence_id = sequence_id
+        return self
+
+    def with_hooks(self, *hooks: object) -> Self:
+        """Add lifecycle hooks (see :mod:`burr_async.hooks`)."""
+        self._hooks.extend(hooks)
+        return self
+
+    def with_state_persister(self, persister: AsyncBaseStateSaver, on_every: str = "step") -> Self:
+        """Persist every step through ``persister``; a step counts only once its write returns."""
+        if on_every != "step":
+            raise ConfigurationError(f"on_every={on_every!r} is not supported; use 'step'.")
+        if not callable(getattr(persister, "save", None)):
+            raise ConfigurationError(
+                f"{persister!r} cannot persist state: it has no async save(...) method."
+            )
+        self._persister = persister
+        return self
+
+    def initialize_from(
+        self,
+        initializer: AsyncBaseStateLoader,
+        *,
+        resume_at_next_action: bool,
+        default_state: State | Mapping[str, Any],
+        default_entrypoint: str,
+        fork_from_app_id: str | None = None,
+        fork_from_partition_key: str | None = None,
+        fork_from_sequence_id: int | None = None,
+    ) -> Self:
+        """Start from stored state when there is some, else from the defaults.
+
+        The latest step (or ``with_identifiers(sequence_id=...)``) of this app is loaded; with
+        ``fork_from_app_id`` a step of another app is copied into this one. A completed step
+        resumes at the action after it (``resume_at_next_action=True``) or at
+        ``default_entrypoint``; a failed step runs its action again. Excludes ``with_state`` and
+        ``with_entrypoint``.
+        """
+        if self._state is not None or self._entrypoint is not None:
+            used = "with_state" if self._state is not None else "with_entrypoint"
+            raise ConfigurationError(
+                f"initialize_from() cannot be combined with {used}(): pass the initial values "
+                "as initialize_from(default_state=..., default_entrypoint=...) instead."
+            )
+        if not callable(getattr(initializer, "load", None)):
+            raise ConfigurationError(
+                f"{initializer!r} cannot load state: it has no async load(...) method."
+            )
+        self._initializer = _Initializer(
+            loader=initializer,
+            resume_at_next_action=resume_at_next_action,
+            default_state=State(default_state),
+            default_entrypoint=default_entrypoint,
+            fork_from_app_id=fork_from_app_id,
+            fork_from_partition_key=fork_from_partition_key,
+            fork_from_sequence_id=fork_from_sequence_id,
+        )
+        return self
+
+    def initialize(self, initializer: AsyncBaseStateLoader, **kwargs: Any) -> Self:
+        """Alias of :meth:`initialize_from`, the spelling in Burr's persistence docs."""
+        return self.initialize_from(initializer, **kwargs)
+
+    def _forbid_with_initializer(self, verb: str) -> None:
+        if self._initializer is not None:
+            raise ConfigurationError(
+                f"{verb}() cannot be combined with initialize_from(): pass the initial values "
+                "as initialize_from(default_state=..., default_entrypoint=...) instead."
+            )
+
+    async def abuild(self) -> Application:
+        """Validate, load (when ``initialize_from`` was used) and return the application."""
+        graph = Graph(self._actions, self._transitions)
+        app_id = self._app_id or str(uuid.uuid4())
+        state = self._state or State()
+        entrypoint = self._entrypoint
+        sequence_id: int | None = None
+        position: str | None = None
+        status: Status = "completed"
+        parent: ParentPointer | None = None
+        init = self._initializer
+        if init is not None:
+            entrypoint = init.default_entrypoint
+            loaded = await self._load(init, app_id)
+            if loaded is None:
+                state = init.default_state
+            else:
+                state, sequence_id = loaded.state, loaded.sequence_id
+                if loaded.position not in self._actions:
+                    raise GraphValidationError(
+                        f"Stored step {loaded.sequence_id} of app {loaded.app_id!r} is at action "
+                        f"{loaded.position!r}, which this graph does not have (actions: "
+                        f"{sorted(self._actions)}). Add the action or start a new app."
+                    )
+                if loaded.status == "failed" or init.resume_at_next_action:
+                    position, status = loaded.position, loaded.status
+                if init.fork_from_app_id is not None:
+                    parent = ParentPointer(loaded.app_id, loaded.partition_key, loaded.sequence_id)
+                    await self._record_fork(app_id, loaded, parent)
+        graph.validate_entrypoint(entrypoint)
+        assert entrypoint is not None
+        app = Application(
+            graph=graph,
+            state=state,
+            entrypoint=entrypoint,
+            uid=app_id,
+            partition_key=self._partition_key,
+            sequence_id=sequence_id,
+            position=position,
+            status=status,
+            hooks=_HookSet(self._hooks),
+            persister=self._persister,
+            parent=parent,
+        )
+        await app._hooks.call(
+            "post_application_create",
+            None,
+            app_id=app_id,
+            partition_key=self._partition_key,
+            state=state,
+        )
+        return app
+
+    async def _load(self, init: _Initializer, app_id: str) -> PersistedStateData | None:
+        if init.fork_from_app_id is None:
+            return await init.loader.load(self._partition_key, app_id, self._sequence_id)
+        if init.fork_from_app_id == app_id:
+            raise ConfigurationError(
+                f"Cannot fork app {app_id!r} into itself: give the new app another id with "
+                "with_identifiers(app_id=...), or leave it unset for a fresh one."
+            )
+        loaded = await init.loader.load(
+            init.fork_from_partition_key, init.fork_from_app_id, init.fork_from_sequence_id
+        )
+        if loaded is None:
+            where = (
+                "its latest step"
+                if init.fork_from_sequence_id is None
+                else f"sequence_id={init.fork_from_sequence_id}"
+            )
+            raise StateNotFoundError(
+                f"Nothing to fork from: app {init.fork_from_app_id!r} in partition "
+                f"{init.fork_from_partition_key!r} has no stored step ({where}). Check the ids.",
+            )
+        return loaded
+
+    async def _record_fork(
+        self, app_id: str, loaded: PersistedStateData, parent: ParentPointer
+    ) -> None:
+        """Copy the fork source into the new app, so that the fork is on record before it runs."""
+        if self._persister is None:
+            return
+        await self._persister.save(
+            self._partition_key,
+            app_id,
+            loaded.sequence_id,
+            loaded.position,
+            loaded.state,
+            loaded.status,
+            error=loaded.error,
+            parent=parent,
+        )

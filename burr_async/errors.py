@@ -1,0 +1,232 @@
+"""The one exception hierarchy of burr_async.
+
+Every error a user can hit derives from :class:`BurrAsyncError`. Messages say what went wrong,
+name the application, action or key involved, and what to do about it::
+
+    BurrAsyncError
+    ├── ConfigurationError (also a ValueError)
+    │   ├── GraphValidationError
+    │   └── InvalidIdentifierError
+    ├── ActionError
+    │   ├── MissingInputError (also a ValueError)
+    │   ├── UndeclaredWriteError
+    │   ├── MissingWriteError
+    │   └── InvalidActionResultError (also a TypeError)
+    ├── ConditionError
+    ├── HookError
+    ├── SerializationError (also a TypeError)
+    └── PersistenceError
+        ├── ConcurrentStepError
+        ├── SchemaOutOfDateError
+        └── StateNotFoundError
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActionError",
+    "BurrAsyncError",
+    "ConcurrentStepError",
+    "ConditionError",
+    "ConfigurationError",
+    "GraphValidationError",
+    "HookError",
+    "InvalidActionResultError",
+    "InvalidIdentifierError",
+    "MissingInputError",
+    "MissingWriteError",
+    "PersistenceError",
+    "SchemaOutOfDateError",
+    "SerializationError",
+    "StateNotFoundError",
+    "UndeclaredWriteError",
+]
+
+
+def _describe_step(
+    app_id: str | None, partition_key: str | None, sequence_id: int | None, action: str | None
+) -> str:
+    parts = [f"app_id={app_id!r}", f"partition_key={partition_key!r}"]
+    if sequence_id is not None:
+        parts.append(f"sequence_id={sequence_id}")
+    if action is not None:
+        parts.append(f"action={action!r}")
+    return ", ".join(parts)
+
+
+class BurrAsyncError(Exception):
+    """Base class of every error raised by burr_async."""
+
+
+class ConfigurationError(BurrAsyncError, ValueError):
+    """The application, builder or persister was configured in a way that cannot work.
+
+    Raised while building, before anything runs or is stored.
+    """
+
+
+class GraphValidationError(ConfigurationError):
+    """The graph of actions and transitions is invalid (unknown or duplicate action names,
+    a missing entrypoint, actions that can never be reached)."""
+
+
+class InvalidIdentifierError(ConfigurationError):
+    """A table or schema name is not a plain SQL identifier; it is rejected, never quoted
+    into SQL."""
+
+    def __init__(self, kind: str, value: object) -> None:
+        self.kind = kind
+        self.value = value
+        super().__init__(
+            f"Invalid {kind} {value!r}: use 1 to 40 characters of letters, digits and underscores, "
+            "starting with a letter or underscore."
+        )
+
+
+class ActionError(BurrAsyncError):
+    """An action was called or returned in a way its declaration does not allow."""
+
+    def __init__(self, message: str, *, action: str | None = None, key: str | None = None) -> None:
+        self.action = action
+        self.key = key
+        super().__init__(message)
+
+
+class MissingInputError(ActionError, ValueError):
+    """An action needs an input that was neither passed to the call nor bound with ``.bind``."""
+
+    def __init__(self, action: str, missing: list[str], app_id: str | None = None) -> None:
+        self.missing = missing
+        where = f" (app_id={app_id!r})" if app_id is not None else ""
+        super().__init__(
+            f"Action {action!r}{where} is missing required input(s) {missing}: pass them as "
+            f"inputs={{{', '.join(repr(m) + ': ...' for m in missing)}}} or bind them with "
+            f"{action}.bind(...).",
+            action=action,
+            key=missing[0],
+        )
+
+
+class UndeclaredWriteError(ActionError):
+    """An action changed a state key it does not list in ``writes``; the step is not applied."""
+
+    def __init__(self, action: str, keys: list[str], declared: list[str]) -> None:
+        self.keys = keys
+        super().__init__(
+            f"Action {action!r} wrote state key(s) {keys} that it does not declare "
+            f"(writes={declared}). Add them to writes=[...] or stop writing them.",
+            action=action,
+            key=keys[0],
+        )
+
+
+class MissingWriteError(ActionError):
+    """After an action ran, a key it declares in ``writes`` is absent from the state."""
+
+    def __init__(self, action: str, keys: list[str]) -> None:
+        self.keys = keys
+        super().__init__(
+            f"Action {action!r} declares writes {keys} but the state has no such key(s) after it "
+            "ran. Write them (for example state.update(key=None)) or remove them from "
+            "writes=[...].",
+            action=action,
+            key=keys[0],
+        )
+
+
+class InvalidActionResultError(ActionError, TypeError):
+    """An action returned something other than ``(result_dict, State)`` or a ``State``."""
+
+
+class ConditionError(BurrAsyncError):
+    """A transition condition is malformed, or could not be evaluated against the state."""
+
+    def __init__(self, message: str, *, condition: str | None = None, key: str | None = None):
+        self.condition = condition
+        self.key = key
+        super().__init__(message)
+
+
+class HookError(BurrAsyncError):
+    """A lifecycle hook raised; the hook and the action are named and the cause is chained."""
+
+    def __init__(self, hook: object, phase: str, action: str | None, app_id: str) -> None:
+        self.hook = hook
+        self.phase = phase
+        self.action = action
+        self.app_id = app_id
+        name = type(hook).__qualname__
+        target = f" for action {action!r}" if action else ""
+        super().__init__(
+            f"Hook {name}.{phase}{target} failed (app_id={app_id!r}); see the chained exception. "
+            "Hooks must not raise: catch and log inside the hook if its failure is not fatal."
+        )
+
+
+class SerializationError(BurrAsyncError, TypeError):
+    """A state value cannot be encoded (or a stored state cannot be decoded); nothing was
+    written."""
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        self.key = key
+        super().__init__(message)
+
+
+class PersistenceError(BurrAsyncError):
+    """Reading or writing a step failed. When raised by ``astep`` the application did not advance:
+    its state, ``sequence_id`` and ``position`` are unchanged and the step can be retried."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        app_id: str | None = None,
+        partition_key: str | None = None,
+        sequence_id: int | None = None,
+        action: str | None = None,
+    ) -> None:
+        self.app_id = app_id
+        self.partition_key = partition_key
+        self.sequence_id = sequence_id
+        self.action = action
+        if app_id is not None:
+            message = f"{message} [{_describe_step(app_id, partition_key, sequence_id, action)}]"
+        super().__init__(message)
+
+
+class ConcurrentStepError(PersistenceError):
+    """Another writer already committed this ``sequence_id`` of this application.
+
+    Nothing was overwritten. Reload the application (``initialize_from``) to continue from the
+    step that won, or drop this request.
+    """
+
+    def __init__(
+        self, *, app_id: str, partition_key: str | None, sequence_id: int, action: str
+    ) -> None:
+        super().__init__(
+            "Another writer already committed this step of the application; nothing was "
+            "overwritten. Reload the application with initialize_from(...) and retry",
+            app_id=app_id,
+            partition_key=partition_key,
+            sequence_id=sequence_id,
+            action=action,
+        )
+
+
+class SchemaOutOfDateError(PersistenceError):
+    """The persister's table is missing or its migration revision is behind the package's."""
+
+    def __init__(self, table: str, found: str | None, expected: str, command: str) -> None:
+        self.table = table
+        self.found = found
+        self.expected = expected
+        state = "is not provisioned" if found is None else f"is at revision {found!r}"
+        super().__init__(
+            f"Table {table!r} {state}; this version of burr_async needs revision {expected!r}. "
+            f"Run: {command}"
+        )
+
+
+class StateNotFoundError(PersistenceError):
+    """A specific stored step was asked for (for example a fork source) and does not exist."""

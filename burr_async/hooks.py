@@ -1,0 +1,199 @@
+"""Lifecycle hooks: code that runs before and after each step and each application call.
+
+Subclass one (or several) of the classes below and pass instances to
+``ApplicationBuilder.with_hooks``. The names and keyword arguments match Apache Burr's, so a Burr
+hook ports by changing its import. Every method receives keyword arguments only and should accept
+``**future_kwargs`` so that new arguments do not break it. Sync variants run inline on the loop.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import Any
+
+from burr_async.actions import Action
+from burr_async.errors import HookError
+from burr_async.state import State
+
+__all__ = [
+    "ExecuteMethod",
+    "PostApplicationCreateHook",
+    "PostApplicationExecuteCallHook",
+    "PostApplicationExecuteCallHookAsync",
+    "PostRunStepHook",
+    "PostRunStepHookAsync",
+    "PreApplicationExecuteCallHook",
+    "PreApplicationExecuteCallHookAsync",
+    "PreRunStepHook",
+    "PreRunStepHookAsync",
+]
+
+
+class ExecuteMethod(enum.Enum):
+    """Which application method an execute-call hook surrounds."""
+
+    astep = "astep"
+    arun = "arun"
+    aiterate = "aiterate"
+    astream_result = "astream_result"
+
+
+class PreRunStepHookAsync(ABC):
+    """Runs before each step, after the next action is chosen."""
+
+    @abstractmethod
+    async def pre_run_step(
+        self,
+        *,
+        app_id: str,
+        partition_key: str | None,
+        sequence_id: int,
+        state: State,
+        action: Action,
+        inputs: dict[str, Any],
+        **future_kwargs: Any,
+    ) -> None:
+        """``sequence_id`` is the number the step will get."""
+
+
+class PostRunStepHookAsync(ABC):
+    """Runs after each step is persisted; ``state`` is the state after the step and
+    ``exception`` the action's error when the step failed."""
+
+    @abstractmethod
+    async def post_run_step(
+        self,
+        *,
+        app_id: str,
+        partition_key: str | None,
+        sequence_id: int,
+        state: State,
+        action: Action,
+        result: dict[str, Any] | None,
+        exception: Exception | None,
+        **future_kwargs: Any,
+    ) -> None:
+        """Observe a finished step."""
+
+
+class PreApplicationExecuteCallHookAsync(ABC):
+    """Runs when ``astep``/``arun``/``aiterate``/``astream_result`` is called."""
+
+    @abstractmethod
+    async def pre_run_execute_call(
+        self,
+        *,
+        app_id: str,
+        partition_key: str | None,
+        state: State,
+        method: ExecuteMethod,
+        **future_kwargs: Any,
+    ) -> None:
+        """Observe the start of an application call."""
+
+
+class PostApplicationExecuteCallHookAsync(ABC):
+    """Runs when an application call returns or raises."""
+
+    @abstractmethod
+    async def post_run_execute_call(
+        self,
+        *,
+        app_id: str,
+        partition_key: str | None,
+        state: State,
+        method: ExecuteMethod,
+        exception: Exception | None,
+        **future_kwargs: Any,
+    ) -> None:
+        """Observe the end of an application call."""
+
+
+class PreRunStepHook(ABC):
+    """Sync form of :class:`PreRunStepHookAsync`."""
+
+    @abstractmethod
+    def pre_run_step(self, **kwargs: Any) -> None:
+        """See :meth:`PreRunStepHookAsync.pre_run_step`."""
+
+
+class PostRunStepHook(ABC):
+    """Sync form of :class:`PostRunStepHookAsync`."""
+
+    @abstractmethod
+    def post_run_step(self, **kwargs: Any) -> None:
+        """See :meth:`PostRunStepHookAsync.post_run_step`."""
+
+
+class PreApplicationExecuteCallHook(ABC):
+    """Sync form of :class:`PreApplicationExecuteCallHookAsync`."""
+
+    @abstractmethod
+    def pre_run_execute_call(self, **kwargs: Any) -> None:
+        """See :meth:`PreApplicationExecuteCallHookAsync.pre_run_execute_call`."""
+
+
+class PostApplicationExecuteCallHook(ABC):
+    """Sync form of :class:`PostApplicationExecuteCallHookAsync`."""
+
+    @abstractmethod
+    def post_run_execute_call(self, **kwargs: Any) -> None:
+        """See :meth:`PostApplicationExecuteCallHookAsync.post_run_execute_call`."""
+
+
+class PostApplicationCreateHook(ABC):
+    """Runs once when ``abuild()`` has created the application."""
+
+    @abstractmethod
+    def post_application_create(
+        self,
+        *,
+        app_id: str,
+        partition_key: str | None,
+        state: State,
+        **future_kwargs: Any,
+    ) -> None:
+        """Observe the new application (sync or async)."""
+
+
+_PHASES = (
+    "pre_run_step",
+    "post_run_step",
+    "pre_run_execute_call",
+    "post_run_execute_call",
+    "post_application_create",
+)
+
+
+class _HookSet:
+    """The hooks of one application, grouped by phase once, at build time."""
+
+    __slots__ = ("by_phase",)
+
+    def __init__(self, hooks: Iterable[object]) -> None:
+        hooks = list(hooks)
+        for hook in hooks:
+            if not any(callable(getattr(hook, phase, None)) for phase in _PHASES):
+                raise TypeError(
+                    f"{type(hook).__qualname__} is not a hook: subclass one of burr_async's hook "
+                    "classes (e.g. PostRunStepHookAsync)."
+                )
+        self.by_phase: dict[str, list[object]] = {
+            phase: [h for h in hooks if callable(getattr(h, phase, None))] for phase in _PHASES
+        }
+
+    def has(self, phase: str) -> bool:
+        return bool(self.by_phase[phase])
+
+    async def call(self, phase: str, action_name: str | None, /, **kwargs: Any) -> None:
+        """Call every hook of ``phase``; the first failure is raised as :class:`HookError`."""
+        for hook in self.by_phase[phase]:
+            try:
+                outcome = getattr(hook, phase)(**kwargs)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except Exception as exc:
+                raise HookError(hook, phase, action_name, kwargs["app_id"]) from exc

@@ -1,0 +1,141 @@
+"""The immutable :class:`State` that actions read and write."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, overload
+
+__all__ = ["State"]
+
+_MISSING: Any = object()
+
+
+class State(Mapping[str, Any]):
+    """An immutable mapping of state keys to values.
+
+    Every operation returns a new ``State``; none mutates this one or a value another ``State``
+    shares (``append`` and ``extend`` build new lists). Values themselves are not copied, so treat
+    them as read-only: replace a value rather than mutating it in place.
+    """
+
+    __slots__ = ("_data",)
+
+    _data: dict[str, Any]
+
+    def __init__(self, initial_values: Mapping[str, Any] | None = None) -> None:
+        self._data = dict(initial_values) if initial_values else {}
+
+    @classmethod
+    def _wrap(cls, data: dict[str, Any]) -> State:
+        """A State over ``data`` without copying it; ``data`` must not be used afterwards."""
+        new = cls.__new__(cls)
+        new._data = data
+        return new
+
+    # -- reading ---------------------------------------------------------------------------
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._data[key]
+        except KeyError:
+            raise KeyError(
+                f"State has no key {key!r}; it has {sorted(self._data)}. Use state.get(key) for an "
+                "optional key."
+            ) from None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, State):
+            return self._data == other._data
+        if isinstance(other, Mapping):
+            return self._data == dict(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"State({self._data!r})"
+
+    def get_all(self) -> dict[str, Any]:
+        """A new dict with every key and value (a shallow copy)."""
+        return dict(self._data)
+
+    @overload
+    def get(self, key: str, /) -> Any: ...
+    @overload
+    def get(self, key: str, /, default: Any) -> Any: ...
+    def get(self, key: str, /, default: Any = None) -> Any:
+        """The value of ``key``, or ``default`` when it is absent."""
+        return self._data.get(key, default)
+
+    # -- writing: each returns a new State ---------------------------------------------------
+    def update(self, **updates: Any) -> State:
+        """Set each key to its value."""
+        return State._wrap({**self._data, **updates})
+
+    def append(self, **updates: Any) -> State:
+        """Append one value to the list at each key (a missing key starts an empty list)."""
+        data = dict(self._data)
+        for key, value in updates.items():
+            data[key] = [*self._sequence(key), value]
+        return State._wrap(data)
+
+    def extend(self, **updates: Iterable[Any]) -> State:
+        """Append every value of an iterable to the list at each key."""
+        data = dict(self._data)
+        for key, values in updates.items():
+            data[key] = [*self._sequence(key), *values]
+        return State._wrap(data)
+
+    def increment(self, **deltas: int | float) -> State:
+        """Add ``delta`` to the number at each key (a missing key counts as 0)."""
+        data = dict(self._data)
+        for key, delta in deltas.items():
+            current = data.get(key, 0)
+            if not isinstance(current, int | float) or isinstance(current, bool):
+                raise TypeError(
+                    f"Cannot increment state key {key!r}: it holds {type(current).__name__}, "
+                    "not a number."
+                )
+            data[key] = current + delta
+        return State._wrap(data)
+
+    def wipe(self, delete: Iterable[str] | None = None, keep: Iterable[str] | None = None) -> State:
+        """Remove the keys in ``delete``, or every key not in ``keep`` (exactly one of the two)."""
+        if (delete is None) == (keep is None):
+            raise ValueError("State.wipe takes exactly one of delete=[...] or keep=[...].")
+        if delete is not None:
+            drop = set(delete)
+            return State._wrap({k: v for k, v in self._data.items() if k not in drop})
+        kept = set(keep or ())
+        return State._wrap({k: v for k, v in self._data.items() if k in kept})
+
+    def merge(self, other: Mapping[str, Any]) -> State:
+        """This state's keys overlaid with ``other``'s (``other`` wins on conflicts)."""
+        return State._wrap({**self._data, **other})
+
+    def subset(self, *keys: str, ignore_missing: bool = True) -> State:
+        """A state with only ``keys``; absent keys are skipped unless ``ignore_missing=False``."""
+        if not ignore_missing:
+            missing = [k for k in keys if k not in self._data]
+            if missing:
+                raise KeyError(f"State.subset: keys {missing} are not in the state.")
+        return State._wrap({k: self._data[k] for k in keys if k in self._data})
+
+    def _sequence(self, key: str) -> list[Any] | tuple[Any, ...]:
+        current = self._data.get(key, _MISSING)
+        if current is _MISSING:
+            return []
+        if not isinstance(current, list | tuple):
+            raise TypeError(
+                f"Cannot append to state key {key!r}: it holds {type(current).__name__}, "
+                "not a list."
+            )
+        return current
