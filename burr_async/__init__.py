@@ -51,12 +51,19 @@ from burr_async.persistence.base import (
     PersistedStateData,
 )
 from burr_async.persistence.memory import InMemoryPersister
+from burr_async.persistence.sqlalchemy import (
+    AppSummary,
+    PostgreSQLPersister,
+    SQLAlchemyPersister,
+    SQLitePersister,
+)
 from burr_async.serde import OrjsonSerde, Serde
 from burr_async.state import State
 
 __all__ = [
     "Action",
     "ActionError",
+    "AppSummary",
     "Application",
     "ApplicationBuilder",
     "ApplicationBusyError",
@@ -87,11 +94,14 @@ __all__ = [
     "PostApplicationExecuteCallHookAsync",
     "PostRunStepHook",
     "PostRunStepHookAsync",
+    "PostgreSQLPersister",
     "PreApplicationExecuteCallHook",
     "PreApplicationExecuteCallHookAsync",
     "PreRunStepHook",
     "PreRunStepHookAsync",
     "Result",
+    "SQLAlchemyPersister",
+    "SQLitePersister",
     "SchemaOutOfDateError",
     "Serde",
     "SerializationError",

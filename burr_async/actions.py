@@ -387,6 +387,11 @@ def _resolve_inputs(
 
 def _checked_state(act: Action, before: State, after: State) -> State:
     """``after`` if ``act`` changed only the keys it declares, else raise."""
+    if not isinstance(after, State):
+        raise InvalidActionResultError(
+            f"Action {act.name!r}: update() must return a State, got {type(after).__name__}.",
+            action=act.name,
+        )
     writes = act.writes
     old = before._data
     new = after._data

@@ -1,0 +1,79 @@
+"""The table that stores steps, as SQLAlchemy Core metadata, and the rules for its names."""
+
+from __future__ import annotations
+
+import re
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+from burr_async.errors import InvalidIdentifierError
+
+__all__ = [
+    "DEFAULT_TABLE_NAME",
+    "HEAD_REVISION",
+    "build_table",
+    "validate_identifier",
+    "version_table_name",
+]
+
+DEFAULT_TABLE_NAME = "burr_state"
+HEAD_REVISION = "0001"
+"""The migration revision this version of the package expects (checked against the scripts by
+the test suite)."""
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
+
+STATE_TYPE = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def validate_identifier(value: object, kind: str) -> str:
+    """``value`` if it is a plain identifier (letters, digits, underscores; at most 40
+    characters); otherwise :class:`InvalidIdentifierError`. Names are never quoted into SQL."""
+    if not isinstance(value, str) or _IDENTIFIER.fullmatch(value) is None:
+        raise InvalidIdentifierError(kind, value)
+    return value
+
+
+def version_table_name(table_name: str) -> str:
+    """The Alembic version table of a state table: its own, so that it coexists with the host
+    application's Alembic history in the same database."""
+    return f"{validate_identifier(table_name, 'table name')}_alembic_version"
+
+
+def build_table(
+    table_name: str = DEFAULT_TABLE_NAME,
+    schema: str | None = None,
+    metadata: sa.MetaData | None = None,
+) -> sa.Table:
+    """The step table: one row per step, unique on (partition_key, app_uid, sequence_id)."""
+    validate_identifier(table_name, "table name")
+    if schema is not None:
+        validate_identifier(schema, "schema")
+    metadata = metadata or sa.MetaData(naming_convention=NAMING_CONVENTION)
+    return sa.Table(
+        table_name,
+        metadata,
+        sa.Column("partition_key", sa.Text, nullable=False),
+        sa.Column("app_uid", sa.Text, nullable=False),
+        sa.Column("sequence_id", sa.Integer, nullable=False),
+        sa.Column("position", sa.Text, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("state", STATE_TYPE, nullable=False),
+        sa.Column("error", sa.Text, nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("parent_app_uid", sa.Text, nullable=True),
+        sa.Column("parent_partition_key", sa.Text, nullable=True),
+        sa.Column("parent_sequence_id", sa.Integer, nullable=True),
+        sa.PrimaryKeyConstraint("partition_key", "app_uid", "sequence_id"),
+        sa.CheckConstraint("status IN ('completed', 'failed')", name="status"),
+        sa.Index(None, "partition_key", "created_at"),
+        schema=schema,
+    )

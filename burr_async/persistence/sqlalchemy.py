@@ -1,0 +1,458 @@
+"""The SQLAlchemy 2.x async persister: one code path for SQLite (aiosqlite) and Postgres
+(asyncpg), chosen by the database URL alone."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Self
+
+import anyio
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from burr_async.errors import (
+    ConcurrentStepError,
+    ConfigurationError,
+    PersistenceError,
+    SchemaOutOfDateError,
+)
+from burr_async.persistence import migrate
+from burr_async.persistence.base import (
+    AsyncBaseStatePersister,
+    ParentPointer,
+    PersistedStateData,
+    Status,
+)
+from burr_async.persistence.engine import SQLiteSynchronous, create_engine
+from burr_async.persistence.models import (
+    DEFAULT_TABLE_NAME,
+    HEAD_REVISION,
+    build_table,
+    version_table_name,
+)
+from burr_async.serde import OrjsonSerde, Serde
+from burr_async.state import State
+
+__all__ = ["AppSummary", "PostgreSQLPersister", "SQLAlchemyPersister", "SQLitePersister"]
+
+_SUPPORTED = ("sqlite", "postgresql")
+# Driver failures: SQLAlchemy wraps the DBAPI's errors; connecting can also fail with OSError.
+_DB_ERRORS = (SQLAlchemyError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class AppSummary:
+    """The latest step of one application, as listed by :meth:`SQLAlchemyPersister.list_apps`."""
+
+    partition_key: str | None
+    app_id: str
+    sequence_id: int
+    position: str
+    status: Status
+    updated_at: dt.datetime
+
+
+class SQLAlchemyPersister(AsyncBaseStatePersister):
+    """Stores one row per step in ``table_name`` (in ``schema`` on Postgres).
+
+    ``SQLAlchemyPersister(engine)`` borrows an engine and never disposes it;
+    :meth:`from_url` creates and owns one (it connects lazily, and is disposed by ``aclose`` or
+    ``async with``). One persister serves many concurrent applications: every write checks out
+    its own connection (on SQLite, writes go one at a time, as SQLite allows one writer).
+
+    On first use the persister checks that the table is migrated to this package's revision and
+    raises :class:`~burr_async.errors.SchemaOutOfDateError` naming the command to run if not.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        table_name: str = DEFAULT_TABLE_NAME,
+        schema: str | None = None,
+        serde: Serde | None = None,
+        _owns_engine: bool = False,
+    ) -> None:
+        dialect = engine.dialect.name
+        if dialect not in _SUPPORTED:
+            raise ConfigurationError(
+                f"SQLAlchemyPersister supports SQLite and Postgres, not {dialect!r}."
+            )
+        if schema is not None and dialect != "postgresql":
+            raise ConfigurationError(
+                f"schema={schema!r} is only supported on Postgres; on SQLite use another "
+                "table_name or database file."
+            )
+        self._engine = engine
+        self._owns_engine = _owns_engine
+        self._table = build_table(table_name, schema)
+        self._table_name = table_name
+        self._schema = schema
+        self._serde = serde or OrjsonSerde()
+        self._writer = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._sqlite = dialect == "sqlite"
+        self._write_lock = anyio.Lock() if self._sqlite else None
+        self._schema_checked = False
+        self._schema_lock = anyio.Lock()
+        self._insert = self._build_insert()
+        self._closed = False
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str | sa.URL,
+        *,
+        table_name: str = DEFAULT_TABLE_NAME,
+        schema: str | None = None,
+        serde: Serde | None = None,
+        sqlite_synchronous: SQLiteSynchronous = "FULL",
+        **engine_kwargs: Any,
+    ) -> SQLAlchemyPersister:
+        """A persister owning a new engine for ``url`` (``sqlite://`` and ``postgresql://``
+        get their async drivers). On SQLite the connections use WAL and ``sqlite_synchronous``
+        (see :func:`burr_async.persistence.engine.configure_sqlite`)."""
+        engine = create_engine(url, sqlite_synchronous=sqlite_synchronous, **engine_kwargs)
+        return SQLAlchemyPersister(
+            engine, table_name=table_name, schema=schema, serde=serde, _owns_engine=True
+        )
+
+    # -- facts -------------------------------------------------------------------------------
+    @property
+    def engine(self) -> AsyncEngine:
+        """The engine the persister uses."""
+        return self._engine
+
+    @property
+    def table(self) -> sa.Table:
+        """The SQLAlchemy ``Table`` of the steps."""
+        return self._table
+
+    def _upgrade_command(self) -> str:
+        args = ""
+        if self._table_name != DEFAULT_TABLE_NAME:
+            args += f" --table-name {self._table_name}"
+        if self._schema is not None:
+            args += f" --schema {self._schema}"
+        return f"burr-async db upgrade{args} (or await persister.initialize())"
+
+    # -- schema -------------------------------------------------------------------------------
+    async def initialize(self) -> None:
+        """Create or migrate the table to this package's revision (``alembic upgrade head``)."""
+        try:
+            await migrate.upgrade(self._engine, table_name=self._table_name, schema=self._schema)
+        except _DB_ERRORS as exc:
+            raise PersistenceError(
+                f"Migrating table {self._table_name!r} failed: {exc.__class__.__name__}: {exc}"
+            ) from exc
+        self._schema_checked = False
+        await self._check_schema()
+
+    async def is_initialized(self) -> bool:
+        """Whether the table exists at this package's revision."""
+        try:
+            await self._check_schema()
+        except SchemaOutOfDateError:
+            return False
+        return True
+
+    async def _check_schema(self) -> None:
+        async with self._schema_lock:
+            if self._schema_checked:
+                return
+            found = await self._revision()
+            if found != HEAD_REVISION:
+                raise SchemaOutOfDateError(
+                    self._qualified_name(), found, HEAD_REVISION, self._upgrade_command()
+                )
+            self._schema_checked = True
+
+    async def _revision(self) -> str | None:
+        versions = sa.table(
+            version_table_name(self._table_name), sa.column("version_num"), schema=self._schema
+        )
+        try:
+            async with self._engine.connect() as conn:
+                rows = (await conn.execute(sa.select(versions.c.version_num))).scalars().all()
+        except (sa.exc.ProgrammingError, sa.exc.OperationalError) as exc:
+            if "does not exist" in str(exc) or "no such table" in str(exc):
+                return None
+            raise self._error("Checking the schema revision failed", exc) from exc
+        except _DB_ERRORS as exc:
+            raise self._error("Checking the schema revision failed", exc) from exc
+        return rows[0] if len(rows) == 1 else None
+
+    def _qualified_name(self) -> str:
+        return f"{self._schema}.{self._table_name}" if self._schema else self._table_name
+
+    def _error(self, what: str, exc: BaseException, **ids: Any) -> PersistenceError:
+        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return PersistenceError(
+            f"{what} on table {self._qualified_name()!r}: {type(exc).__name__}: {detail}", **ids
+        )
+
+    # -- writing ------------------------------------------------------------------------------
+    def _build_insert(self) -> sa.Insert:
+        table = self._table
+        text_state: sa.ColumnElement[Any] = sa.bindparam("state", type_=sa.Text)
+        values: dict[str, Any] = {c.name: sa.bindparam(c.name) for c in table.c}
+        if self._sqlite:
+            values["state"] = text_state
+            return sqlite.insert(table).values(values).on_conflict_do_nothing()
+        values["state"] = sa.cast(text_state, postgresql.JSONB)
+        return postgresql.insert(table).values(values).on_conflict_do_nothing()
+
+    @asynccontextmanager
+    async def _write_connection(self) -> AsyncIterator[AsyncConnection]:
+        if self._write_lock is None:
+            async with self._writer.connect() as conn:
+                yield conn
+        else:
+            async with self._write_lock, self._writer.connect() as conn:
+                yield conn
+
+    async def save(
+        self,
+        partition_key: str | None,
+        app_id: str,
+        sequence_id: int,
+        position: str,
+        state: State,
+        status: Status,
+        *,
+        error: str | None = None,
+        parent: ParentPointer | None = None,
+    ) -> None:
+        """Insert the step's row and return once it is committed. A row already at this
+        (partition_key, app_id, sequence_id) is never overwritten: ConcurrentStepError."""
+        encoded = self._serde.dumps(state).decode()
+        params = {
+            "partition_key": partition_key or "",
+            "app_uid": app_id,
+            "sequence_id": sequence_id,
+            "position": position,
+            "status": status,
+            "state": encoded,
+            "error": error,
+            "created_at": dt.datetime.now(dt.UTC),
+            "parent_app_uid": parent.app_id if parent else None,
+            "parent_partition_key": (parent.partition_key or "") if parent else None,
+            "parent_sequence_id": parent.sequence_id if parent else None,
+        }
+        if not self._schema_checked:
+            await self._check_schema()
+        try:
+            async with self._write_connection() as conn:
+                result = await conn.execute(self._insert, params)
+        except _DB_ERRORS as exc:
+            raise self._error(
+                "Saving the step failed",
+                exc,
+                app_id=app_id,
+                partition_key=partition_key,
+                sequence_id=sequence_id,
+                action=position,
+            ) from exc
+        if result.rowcount != 1:
+            raise ConcurrentStepError(
+                app_id=app_id,
+                partition_key=partition_key,
+                sequence_id=sequence_id,
+                action=position,
+            )
+
+    # -- reading ------------------------------------------------------------------------------
+    def _select_steps(self) -> sa.Select[Any]:
+        t = self._table
+        return sa.select(
+            t.c.partition_key,
+            t.c.app_uid,
+            t.c.sequence_id,
+            t.c.position,
+            t.c.status,
+            sa.cast(t.c.state, sa.Text).label("state"),
+            t.c.error,
+            t.c.created_at,
+            t.c.parent_app_uid,
+            t.c.parent_partition_key,
+            t.c.parent_sequence_id,
+        )
+
+    async def _fetch(self, statement: sa.Executable, what: str) -> Sequence[sa.Row[Any]]:
+        if not self._schema_checked:
+            await self._check_schema()
+        try:
+            async with self._engine.connect() as conn:
+                return (await conn.execute(statement)).all()
+        except _DB_ERRORS as exc:
+            raise self._error(what, exc) from exc
+
+    def _to_data(self, row: sa.Row[Any]) -> PersistedStateData:
+        parent = None
+        if row.parent_app_uid is not None:
+            parent = ParentPointer(
+                row.parent_app_uid, row.parent_partition_key or None, row.parent_sequence_id
+            )
+        return PersistedStateData(
+            partition_key=row.partition_key or None,
+            app_id=row.app_uid,
+            sequence_id=row.sequence_id,
+            position=row.position,
+            state=State._wrap(self._serde.loads(row.state)),
+            created_at=_utc(row.created_at),
+            status=row.status,
+            error=row.error,
+            parent=parent,
+        )
+
+    async def load(
+        self, partition_key: str | None, app_id: str, sequence_id: int | None = None
+    ) -> PersistedStateData | None:
+        """The latest step of the app (or the one at ``sequence_id``), or None."""
+        t = self._table
+        query = self._select_steps().where(
+            t.c.partition_key == (partition_key or ""), t.c.app_uid == app_id
+        )
+        if sequence_id is None:
+            query = query.order_by(t.c.sequence_id.desc()).limit(1)
+        else:
+            query = query.where(t.c.sequence_id == sequence_id)
+        rows = await self._fetch(query, f"Loading app {app_id!r}")
+        return self._to_data(rows[0]) if rows else None
+
+    async def history(self, partition_key: str | None, app_id: str) -> list[PersistedStateData]:
+        """Every step of the app, oldest first."""
+        t = self._table
+        query = (
+            self._select_steps()
+            .where(t.c.partition_key == (partition_key or ""), t.c.app_uid == app_id)
+            .order_by(t.c.sequence_id)
+        )
+        rows = await self._fetch(query, f"Reading the history of app {app_id!r}")
+        return [self._to_data(row) for row in rows]
+
+    async def list_app_ids(self, partition_key: str | None) -> list[str]:
+        """The partition's app ids, most recently written first."""
+        t = self._table
+        query = (
+            sa.select(t.c.app_uid)
+            .where(t.c.partition_key == (partition_key or ""))
+            .group_by(t.c.app_uid)
+            .order_by(sa.func.max(t.c.created_at).desc(), t.c.app_uid)
+        )
+        rows = await self._fetch(query, "Listing apps")
+        return [row.app_uid for row in rows]
+
+    async def list_apps(
+        self, partition_key: str | None = None, *, all_partitions: bool = False, limit: int = 100
+    ) -> list[AppSummary]:
+        """The latest step of each app, most recently updated first: of ``partition_key``, or
+        of every partition with ``all_partitions=True``."""
+        t = self._table
+        latest = sa.select(
+            t.c.partition_key, t.c.app_uid, sa.func.max(t.c.sequence_id).label("sequence_id")
+        ).group_by(t.c.partition_key, t.c.app_uid)
+        if not all_partitions:
+            latest = latest.where(t.c.partition_key == (partition_key or ""))
+        sub = latest.subquery()
+        query = (
+            sa.select(
+                t.c.partition_key,
+                t.c.app_uid,
+                t.c.sequence_id,
+                t.c.position,
+                t.c.status,
+                t.c.created_at,
+            )
+            .join(
+                sub,
+                sa.and_(
+                    t.c.partition_key == sub.c.partition_key,
+                    t.c.app_uid == sub.c.app_uid,
+                    t.c.sequence_id == sub.c.sequence_id,
+                ),
+            )
+            .order_by(t.c.created_at.desc(), t.c.app_uid)
+            .limit(limit)
+        )
+        rows = await self._fetch(query, "Listing apps")
+        return [
+            AppSummary(
+                row.partition_key or None,
+                row.app_uid,
+                row.sequence_id,
+                row.position,
+                row.status,
+                _utc(row.created_at),
+            )
+            for row in rows
+        ]
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Dispose the engine if the persister created it (``from_url``); a borrowed engine is
+        left to its owner."""
+        if self._owns_engine and not self._closed:
+            self._closed = True
+            await self._engine.dispose()
+
+
+def _utc(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class SQLitePersister(SQLAlchemyPersister):
+    """Burr's ``SQLitePersister(db_path=..., table_name=...)``, over the same class."""
+
+    def __init__(
+        self,
+        db_path: str,
+        table_name: str = DEFAULT_TABLE_NAME,
+        *,
+        serde: Serde | None = None,
+        synchronous: SQLiteSynchronous = "FULL",
+        **engine_kwargs: Any,
+    ) -> None:
+        engine = create_engine(
+            f"sqlite+aiosqlite:///{db_path}", sqlite_synchronous=synchronous, **engine_kwargs
+        )
+        super().__init__(engine, table_name=table_name, serde=serde, _owns_engine=True)
+
+
+class PostgreSQLPersister(SQLAlchemyPersister):
+    """Burr's ``PostgreSQLPersister.from_values(...)``, over the same class."""
+
+    @classmethod
+    def from_values(
+        cls,
+        db_name: str,
+        user: str,
+        password: str | None,
+        host: str,
+        port: int,
+        table_name: str = DEFAULT_TABLE_NAME,
+        *,
+        schema: str | None = None,
+        serde: Serde | None = None,
+        **engine_kwargs: Any,
+    ) -> Self:
+        """A persister owning an asyncpg engine for the given connection values."""
+        url = sa.URL.create(
+            "postgresql+asyncpg",
+            username=user,
+            password=password,
+            host=host,
+            port=port,
+            database=db_name,
+        )
+        return cls(
+            create_engine(url, **engine_kwargs),
+            table_name=table_name,
+            schema=schema,
+            serde=serde,
+            _owns_engine=True,
+        )

@@ -1,0 +1,145 @@
+"""Migrations: up and down on both backends, head == models, custom tables, the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from burr_async import SchemaOutOfDateError, SQLAlchemyPersister, State
+from burr_async.persistence import migrate
+from burr_async.persistence.models import HEAD_REVISION, build_table
+from tests.databases import Database
+
+pytestmark = pytest.mark.anyio
+REPO = Path(__file__).resolve().parents[2]
+
+
+def table_name() -> str:
+    return f"t_{uuid.uuid4().hex[:10]}"
+
+
+def test_head_revision_matches_the_scripts() -> None:
+    assert migrate.head_revision() == HEAD_REVISION
+
+
+async def test_up_down_up_on_a_custom_table(db: Database) -> None:
+    name = table_name()
+    engine = db.engine()
+    try:
+        assert await migrate.current(engine, table_name=name, schema=db.schema) is None
+        await migrate.upgrade(engine, table_name=name, schema=db.schema)
+        assert await migrate.current(engine, table_name=name, schema=db.schema) == HEAD_REVISION
+        async with db.persister(engine, table_name=name) as persister:
+            await persister.save("p", "a", 0, "x", State({"k": 1}), "completed")
+            assert await persister.load("p", "a") is not None
+
+        await migrate.downgrade(engine, "base", table_name=name, schema=db.schema)
+        assert await migrate.current(engine, table_name=name, schema=db.schema) is None
+        assert name not in await _tables(engine, db.schema)
+        async with db.persister(engine, table_name=name) as persister:
+            with pytest.raises(SchemaOutOfDateError):
+                await persister.load("p", "a")
+
+        await migrate.upgrade(engine, table_name=name, schema=db.schema)
+        async with db.persister(engine, table_name=name) as persister:
+            assert await persister.load("p", "a") is None  # a fresh table
+    finally:
+        await migrate.downgrade(engine, "base", table_name=name, schema=db.schema)
+        await engine.dispose()
+
+
+async def test_migrated_schema_equals_the_models(db: Database) -> None:
+    engine = db.engine()
+    try:
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(
+                lambda sync: compare_metadata(
+                    MigrationContext.configure(
+                        sync, opts={"include_schemas": db.schema is not None}
+                    ),
+                    build_table(schema=db.schema).metadata,
+                )
+            )
+        relevant = [d for d in diff if "alembic_version" not in str(d)]
+        assert relevant == []
+    finally:
+        await engine.dispose()
+
+
+async def test_version_table_is_separate_from_the_hosts(db: Database) -> None:
+    engine = db.engine()
+    try:
+        tables = await _tables(engine, db.schema)
+        assert "burr_state_alembic_version" in tables
+        assert "alembic_version" not in tables
+    finally:
+        await engine.dispose()
+
+
+async def test_persister_initialize_provisions_its_table(db: Database) -> None:
+    name = table_name()
+    async with db.persister(table_name=name) as persister:
+        assert not await persister.is_initialized()
+        await persister.initialize()
+        await persister.initialize()  # idempotent
+        assert await persister.is_initialized()
+        await persister.save(None, "a", 0, "x", State({}), "completed")
+        await migrate.downgrade(persister.engine, "base", table_name=name, schema=db.schema)
+
+
+def test_alembic_command_line_provisions_a_table(db: Database) -> None:
+    name = table_name()
+    args = [sys.executable, "-m", "alembic", "-x", f"url={db.url}", "-x", f"table_name={name}"]
+    if db.schema is not None:
+        args += ["-x", f"schema={db.schema}"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for command in (["upgrade", "head"], ["current"], ["downgrade", "base"]):
+        done = subprocess.run(
+            [*args, *command], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+        if command == ["current"]:
+            assert HEAD_REVISION in done.stdout
+
+
+def test_alembic_rejects_a_hostile_table_name(sqlite_db: Database) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "alembic",
+            "-x",
+            f"url={sqlite_db.url}",
+            "-x",
+            "table_name=x;drop table burr_state",
+            "upgrade",
+            "head",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "Invalid table name" in done.stderr
+
+
+async def _tables(engine: sa.ext.asyncio.AsyncEngine, schema: str | None) -> set[str]:
+    async with engine.connect() as conn:
+        return set(
+            await conn.run_sync(lambda sync: sa.inspect(sync).get_table_names(schema=schema))
+        )
+
+
+async def test_session_table_is_initialized(db: Database) -> None:
+    persister = SQLAlchemyPersister.from_url(db.url, schema=db.schema)
+    async with persister:
+        assert await persister.is_initialized()
