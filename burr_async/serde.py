@@ -94,6 +94,13 @@ _DECODERS: dict[str, Any] = {
 }
 
 
+def _hashable(value: Any) -> Any:
+    """A set member back from JSON: a list there can only have been a tuple."""
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    return value
+
+
 def _untag(value: Any) -> Any:
     if isinstance(value, list):
         return [_untag(v) for v in value]
@@ -102,9 +109,9 @@ def _untag(value: Any) -> Any:
         if kind is not None and len(value) == 2 and "value" in value:
             inner = value["value"]
             if kind == "set":
-                return {_untag(v) for v in inner}
+                return {_hashable(_untag(v)) for v in inner}
             if kind == "frozenset":
-                return frozenset(_untag(v) for v in inner)
+                return frozenset(_hashable(_untag(v)) for v in inner)
             decoder = _DECODERS.get(kind)
             if decoder is None:
                 raise SerializationError(

@@ -4,24 +4,22 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
 import anyio
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from burr_async.errors import (
-    ConcurrentStepError,
     ConfigurationError,
     PersistenceError,
     SchemaOutOfDateError,
 )
 from burr_async.persistence import migrate
+from burr_async.persistence._writer import RowValues, make_writer
 from burr_async.persistence.base import (
     AsyncBaseStatePersister,
     ParentPointer,
@@ -94,12 +92,9 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         self._table_name = table_name
         self._schema = schema
         self._serde = serde or OrjsonSerde()
-        self._writer = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._sqlite = dialect == "sqlite"
-        self._write_lock = anyio.Lock() if self._sqlite else None
+        self._writer = make_writer(engine, self._table, self._write_error)
         self._schema_checked = False
         self._schema_lock = anyio.Lock()
-        self._insert = self._build_insert()
         self._closed = False
 
     @classmethod
@@ -189,6 +184,16 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
     def _qualified_name(self) -> str:
         return f"{self._schema}.{self._table_name}" if self._schema else self._table_name
 
+    def _write_error(self, what: str, exc: BaseException, values: RowValues) -> PersistenceError:
+        return self._error(
+            what,
+            exc,
+            app_id=values[1],
+            partition_key=values[0] or None,
+            sequence_id=values[2],
+            action=values[3],
+        )
+
     def _error(self, what: str, exc: BaseException, **ids: Any) -> PersistenceError:
         detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         return PersistenceError(
@@ -196,25 +201,6 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         )
 
     # -- writing ------------------------------------------------------------------------------
-    def _build_insert(self) -> sa.Insert:
-        table = self._table
-        text_state: sa.ColumnElement[Any] = sa.bindparam("state", type_=sa.Text)
-        values: dict[str, Any] = {c.name: sa.bindparam(c.name) for c in table.c}
-        if self._sqlite:
-            values["state"] = text_state
-            return sqlite.insert(table).values(values).on_conflict_do_nothing()
-        values["state"] = sa.cast(text_state, postgresql.JSONB)
-        return postgresql.insert(table).values(values).on_conflict_do_nothing()
-
-    @asynccontextmanager
-    async def _write_connection(self) -> AsyncIterator[AsyncConnection]:
-        if self._write_lock is None:
-            async with self._writer.connect() as conn:
-                yield conn
-        else:
-            async with self._write_lock, self._writer.connect() as conn:
-                yield conn
-
     async def save(
         self,
         partition_key: str | None,
@@ -229,41 +215,22 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
     ) -> None:
         """Insert the step's row and return once it is committed. A row already at this
         (partition_key, app_id, sequence_id) is never overwritten: ConcurrentStepError."""
-        encoded = self._serde.dumps(state).decode()
-        params = {
-            "partition_key": partition_key or "",
-            "app_uid": app_id,
-            "sequence_id": sequence_id,
-            "position": position,
-            "status": status,
-            "state": encoded,
-            "error": error,
-            "created_at": dt.datetime.now(dt.UTC),
-            "parent_app_uid": parent.app_id if parent else None,
-            "parent_partition_key": (parent.partition_key or "") if parent else None,
-            "parent_sequence_id": parent.sequence_id if parent else None,
-        }
+        values = (
+            partition_key or "",
+            app_id,
+            sequence_id,
+            position,
+            status,
+            self._serde.dumps(state).decode(),
+            error,
+            dt.datetime.now(dt.UTC),
+            parent.app_id if parent else None,
+            (parent.partition_key or "") if parent else None,
+            parent.sequence_id if parent else None,
+        )
         if not self._schema_checked:
             await self._check_schema()
-        try:
-            async with self._write_connection() as conn:
-                result = await conn.execute(self._insert, params)
-        except _DB_ERRORS as exc:
-            raise self._error(
-                "Saving the step failed",
-                exc,
-                app_id=app_id,
-                partition_key=partition_key,
-                sequence_id=sequence_id,
-                action=position,
-            ) from exc
-        if result.rowcount != 1:
-            raise ConcurrentStepError(
-                app_id=app_id,
-                partition_key=partition_key,
-                sequence_id=sequence_id,
-                action=position,
-            )
+        await self._writer.write(values)
 
     # -- reading ------------------------------------------------------------------------------
     def _select_steps(self) -> sa.Select[Any]:
@@ -396,6 +363,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
     async def aclose(self) -> None:
         """Dispose the engine if the persister created it (``from_url``); a borrowed engine is
         left to its owner."""
+        await self._writer.aclose()
         if self._owns_engine and not self._closed:
             self._closed = True
             await self._engine.dispose()

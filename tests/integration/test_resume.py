@@ -6,7 +6,6 @@ import uuid
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from burr_async import PersistenceError, SQLAlchemyPersister, StateNotFoundError
 from tests.integration._chat import build
@@ -123,18 +122,18 @@ async def test_fork_copies_a_chosen_step_and_records_its_parent(
         await build(persister, new_id(), fork_from_app_id=new_id(), fork_from_partition_key="x")
 
 
-class _FlakyConnection:
-    """Fails the next ``failures`` writes the way a dropped connection does."""
+class _FlakyInsert:
+    """Fails the next ``failures`` inserts the way a dropped connection does."""
 
     def __init__(self, persister: SQLAlchemyPersister, failures: int) -> None:
         self.failures = failures
-        self.original = persister._write_connection
+        self.original = persister._writer._insert_one
 
-    def __call__(self) -> Any:
+    async def __call__(self, driver: Any, values: Any) -> bool:
         if self.failures:
             self.failures -= 1
-            raise sa.exc.OperationalError("INSERT", {}, ConnectionResetError("connection lost"))
-        return self.original()
+            raise ConnectionResetError("connection lost")
+        return await self.original(driver, values)
 
 
 async def test_failed_write_leaves_the_app_unchanged_and_a_retry_succeeds(
@@ -145,7 +144,7 @@ async def test_failed_write_leaves_the_app_unchanged_and_a_retry_succeeds(
     await app.astep()
     before = (app.state, app.sequence_id, app.position)
 
-    monkeypatch.setattr(persister, "_write_connection", _FlakyConnection(persister, 1))
+    monkeypatch.setattr(persister._writer, "_insert_one", _FlakyInsert(persister, 1))
     with pytest.raises(PersistenceError) as info:
         await app.astep()
     message = str(info.value)

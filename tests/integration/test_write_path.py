@@ -1,0 +1,122 @@
+"""The group-commit write path: batching, isolation of bad rows, and losing the connection."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import anyio
+import pytest
+import sqlalchemy as sa
+
+from burr_async import ConcurrentStepError, PersistenceError, SQLAlchemyPersister, State
+from tests.databases import Database
+
+pytestmark = pytest.mark.anyio
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class _Spy:
+    """Counts the statements the writer sends, by batch size."""
+
+    def __init__(self, persister: SQLAlchemyPersister) -> None:
+        self.sizes: list[int] = []
+        self._one = persister._writer._insert_one
+        self._many = persister._writer._insert_many
+
+    async def one(self, driver: Any, values: Any) -> bool:
+        self.sizes.append(1)
+        await anyio.sleep(0.001)  # a slow database: let the others queue up behind this write
+        return await self._one(driver, values)
+
+    async def many(self, driver: Any, rows: list[Any]) -> Any:
+        self.sizes.append(len(rows))
+        return await self._many(driver, rows)
+
+
+async def save_all(persister: SQLAlchemyPersister, calls: list[tuple[Any, ...]]) -> list[Any]:
+    """Run the saves concurrently; each outcome is None or the exception raised."""
+    outcomes: list[Any] = [None] * len(calls)
+
+    async def run(index: int, args: tuple[Any, ...]) -> None:
+        try:
+            await persister.save(*args)
+        except Exception as exc:
+            outcomes[index] = exc
+
+    async with anyio.create_task_group() as tg:
+        for index, args in enumerate(calls):
+            tg.start_soon(run, index, args)
+    return outcomes
+
+
+async def test_concurrent_steps_share_a_commit(
+    persister: SQLAlchemyPersister, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _Spy(persister)
+    monkeypatch.setattr(persister._writer, "_insert_one", spy.one)
+    monkeypatch.setattr(persister._writer, "_insert_many", spy.many)
+    partition = new_id()
+    calls = [(partition, new_id(), 0, "a", State({"i": i}), "completed") for i in range(30)]
+    assert await save_all(persister, calls) == [None] * 30
+    assert sum(spy.sizes) == 30
+    assert max(spy.sizes) > 1  # rows that arrived during a write went together
+    assert len(spy.sizes) < 30
+    assert len(await persister.list_app_ids(partition)) == 30
+
+
+async def test_a_conflicting_row_fails_alone_in_its_batch(persister: SQLAlchemyPersister) -> None:
+    partition, taken = new_id(), new_id()
+    await persister.save(partition, taken, 0, "a", State({"v": "first"}), "completed")
+    calls = [(partition, new_id(), 0, "a", State({}), "completed") for _ in range(10)]
+    calls.insert(5, (partition, taken, 0, "a", State({"v": "second"}), "completed"))
+    calls.append((partition, taken, 1, "b", State({}), "completed"))
+    calls.append((partition, taken, 1, "b", State({}), "completed"))  # a duplicate in the batch
+    outcomes = await save_all(persister, calls)
+    conflicts = [o for o in outcomes if isinstance(o, ConcurrentStepError)]
+    assert len(conflicts) == 2
+    assert {(c.app_id, c.sequence_id) for c in conflicts} == {(taken, 0), (taken, 1)}
+    assert sum(o is None for o in outcomes) == 11
+    stored = await persister.load(partition, taken, 0)
+    assert stored is not None and stored.state["v"] == "first"
+    assert len(await persister.list_app_ids(partition)) == 11
+
+
+async def test_a_row_the_database_rejects_does_not_sink_the_batch(
+    persister: SQLAlchemyPersister, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _Spy(persister)
+    monkeypatch.setattr(persister._writer, "_insert_one", spy.one)
+    monkeypatch.setattr(persister._writer, "_insert_many", spy.many)
+    partition, bad = new_id(), new_id()
+    calls: list[tuple[Any, ...]] = [
+        (partition, new_id(), 0, "a", State({}), "completed") for _ in range(10)
+    ]
+    calls.insert(3, (partition, bad, 0, "a", State({}), "not-a-status"))  # violates the CHECK
+    outcomes = await save_all(persister, calls)
+    failed = [o for o in outcomes if o is not None]
+    assert len(failed) == 1
+    assert isinstance(failed[0], PersistenceError)
+    assert not isinstance(failed[0], ConcurrentStepError)
+    assert failed[0].app_id == bad
+    assert await persister.load(partition, bad) is None
+    assert len(await persister.list_app_ids(partition)) == 10
+    assert max(spy.sizes) > 1  # the bad row was in a multi-row statement, then retried alone
+
+
+async def test_the_writer_reconnects_after_losing_its_connection(postgres_db: Database) -> None:
+    async with postgres_db.persister() as persister:
+        app_id = new_id()
+        await persister.save("p", app_id, 0, "a", State({}), "completed")
+        pid = persister._writer._driver.get_server_pid()
+        async with persister.engine.connect() as admin:
+            await admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(PersistenceError) as info:
+            await persister.save("p", app_id, 1, "b", State({}), "completed")
+        assert app_id in str(info.value)
+        await persister.save("p", app_id, 1, "b", State({}), "completed")  # the retry lands
+        stored = await persister.load("p", app_id)
+        assert stored is not None and stored.sequence_id == 1
