@@ -85,6 +85,19 @@ class _GroupWriter:
         self._table_sql = preparer.format_table(table)
         self._columns_sql = ", ".join(preparer.quote(c) for c in COLUMNS)
         self._key_sql = ", ".join(preparer.quote(c) for c in COLUMNS[_KEY])
+        selected = ", ".join(
+            f"CAST({preparer.quote(c)} AS TEXT)" if c == "state" else preparer.quote(c)
+            for c in COLUMNS
+        )
+        pk, app, seq = (preparer.quote(c) for c in COLUMNS[_KEY])
+        p1, p2, p3 = self._placeholders(3)
+        steps = f"SELECT {selected} FROM {self._table_sql} WHERE {pk} = {p1} AND {app} = {p2}"
+        self._latest_sql = f"{steps} ORDER BY {seq} DESC LIMIT 1"
+        self._step_sql = f"{steps} AND {seq} = {p3}"
+
+    @staticmethod
+    def _placeholders(count: int) -> list[str]:
+        return [f"${i}" for i in range(1, count + 1)]
 
     async def write(self, values: RowValues) -> None:
         """Commit one row; raises ConcurrentStepError when its key is taken, PersistenceError
@@ -192,6 +205,17 @@ class _GroupWriter:
         if connection is not None:
             await connection.close()
 
+    def parse_created_at(self, value: Any) -> dt.datetime:
+        """``created_at`` as the driver returns it, as a datetime."""
+        return value  # type: ignore[no-any-return]
+
+    async def fetch_step(
+        self, driver: Any, partition_key: str, app_id: str, sequence_id: int | None
+    ) -> Sequence[Any] | None:
+        """The row of a step (the latest when ``sequence_id`` is None) in :data:`COLUMNS`
+        order with ``state`` as JSON text, read on ``driver`` (a pooled driver connection)."""
+        raise NotImplementedError
+
     async def _insert_one(self, driver: Any, values: RowValues) -> bool:
         raise NotImplementedError
 
@@ -242,6 +266,15 @@ class _PostgresWriter(_GroupWriter):
     def _broken(self) -> bool:
         return self._driver is None or bool(self._driver.is_closed())
 
+    async def fetch_step(
+        self, driver: Any, partition_key: str, app_id: str, sequence_id: int | None
+    ) -> Sequence[Any] | None:
+        if sequence_id is None:
+            record = await driver.fetchrow(self._latest_sql, partition_key, app_id)
+        else:
+            record = await driver.fetchrow(self._step_sql, partition_key, app_id, sequence_id)
+        return None if record is None else tuple(record)
+
     async def _insert_one(self, driver: Any, values: RowValues) -> bool:
         status: str = await driver.execute(self._one_sql, *values)
         return status.endswith(" 1")
@@ -263,7 +296,9 @@ class _SQLiteWriter(_GroupWriter):
         dialect = engine.dialect
         created = table.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
         self._created: Callable[[dt.datetime], Any] = created or (lambda value: value)
-        self._row_sql = "(" + ", ".join("?" for _ in COLUMNS) + ")"
+        parse = table.c.created_at.type.dialect_impl(dialect).result_processor(dialect, None)
+        self._parse_created: Callable[[Any], Any] = parse or (lambda value: value)
+        self._row_sql = "(" + ", ".join(self._placeholders(len(COLUMNS))) + ")"
         self._sql_by_size: dict[int, str] = {}
 
     def _sql(self, size: int) -> str:
@@ -276,6 +311,24 @@ class _SQLiteWriter(_GroupWriter):
             )
             self._sql_by_size[size] = sql
         return sql
+
+    def parse_created_at(self, value: Any) -> dt.datetime:
+        return self._parse_created(value)  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _placeholders(count: int) -> list[str]:
+        return ["?"] * count
+
+    async def fetch_step(
+        self, driver: Any, partition_key: str, app_id: str, sequence_id: int | None
+    ) -> Sequence[Any] | None:
+        if sequence_id is None:
+            rows = await driver.execute_fetchall(self._latest_sql, (partition_key, app_id))
+        else:
+            rows = await driver.execute_fetchall(
+                self._step_sql, (partition_key, app_id, sequence_id)
+            )
+        return tuple(rows[0]) if rows else None
 
     def _params(self, values: RowValues) -> RowValues:
         return (*values[:7], self._created(values[7]), *values[8:])

@@ -93,6 +93,8 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         self._schema = schema
         self._serde = serde or OrjsonSerde()
         self._writer = make_writer(engine, self._table, self._write_error)
+        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._build_queries()
         self._schema_checked = False
         self._schema_lock = anyio.Lock()
         self._closed = False
@@ -171,7 +173,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             version_table_name(self._table_name), sa.column("version_num"), schema=self._schema
         )
         try:
-            async with self._engine.connect() as conn:
+            async with self._reader.connect() as conn:
                 rows = (await conn.execute(sa.select(versions.c.version_num))).scalars().all()
         except (sa.exc.ProgrammingError, sa.exc.OperationalError) as exc:
             if "does not exist" in str(exc) or "no such table" in str(exc):
@@ -233,9 +235,10 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         await self._writer.write(values)
 
     # -- reading ------------------------------------------------------------------------------
-    def _select_steps(self) -> sa.Select[Any]:
+    def _build_queries(self) -> None:
+        """Build the read statements once (SQLAlchemy then reuses their compiled form)."""
         t = self._table
-        return sa.select(
+        steps = sa.select(
             t.c.partition_key,
             t.c.app_uid,
             t.c.sequence_id,
@@ -247,14 +250,19 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             t.c.parent_app_uid,
             t.c.parent_partition_key,
             t.c.parent_sequence_id,
-        )
+        ).where(t.c.partition_key == sa.bindparam("pk"), t.c.app_uid == sa.bindparam("app"))
+        self._latest_query = steps.order_by(t.c.sequence_id.desc()).limit(1)
+        self._step_query = steps.where(t.c.sequence_id == sa.bindparam("seq"))
+        self._history_query = steps.order_by(t.c.sequence_id)
 
-    async def _fetch(self, statement: sa.Executable, what: str) -> Sequence[sa.Row[Any]]:
+    async def _fetch(
+        self, statement: sa.Executable, params: dict[str, Any], what: str
+    ) -> Sequence[sa.Row[Any]]:
         if not self._schema_checked:
             await self._check_schema()
         try:
-            async with self._engine.connect() as conn:
-                return (await conn.execute(statement)).all()
+            async with self._reader.connect() as conn:
+                return (await conn.execute(statement, params)).all()
         except _DB_ERRORS as exc:
             raise self._error(what, exc) from exc
 
@@ -280,26 +288,53 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         self, partition_key: str | None, app_id: str, sequence_id: int | None = None
     ) -> PersistedStateData | None:
         """The latest step of the app (or the one at ``sequence_id``), or None."""
-        t = self._table
-        query = self._select_steps().where(
-            t.c.partition_key == (partition_key or ""), t.c.app_uid == app_id
+        if not self._schema_checked:
+            await self._check_schema()
+        try:
+            async with self._reader.connect() as conn:
+                raw = await conn.get_raw_connection()
+                record = await self._writer.fetch_step(
+                    raw.driver_connection, partition_key or "", app_id, sequence_id
+                )
+        except _DB_ERRORS as exc:
+            raise self._error(f"Loading app {app_id!r}", exc) from exc
+        return None if record is None else self._record_to_data(record)
+
+    def _record_to_data(self, record: Sequence[Any]) -> PersistedStateData:
+        (
+            pk,
+            app_uid,
+            sequence_id,
+            position,
+            status,
+            state,
+            error,
+            created_at,
+            parent_app,
+            parent_pk,
+            parent_seq,
+        ) = record
+        return PersistedStateData(
+            partition_key=pk or None,
+            app_id=app_uid,
+            sequence_id=sequence_id,
+            position=position,
+            state=State._wrap(self._serde.loads(state)),
+            created_at=_utc(self._writer.parse_created_at(created_at)),
+            status=status,
+            error=error,
+            parent=None
+            if parent_app is None
+            else ParentPointer(parent_app, parent_pk or None, parent_seq),
         )
-        if sequence_id is None:
-            query = query.order_by(t.c.sequence_id.desc()).limit(1)
-        else:
-            query = query.where(t.c.sequence_id == sequence_id)
-        rows = await self._fetch(query, f"Loading app {app_id!r}")
-        return self._to_data(rows[0]) if rows else None
 
     async def history(self, partition_key: str | None, app_id: str) -> list[PersistedStateData]:
         """Every step of the app, oldest first."""
-        t = self._table
-        query = (
-            self._select_steps()
-            .where(t.c.partition_key == (partition_key or ""), t.c.app_uid == app_id)
-            .order_by(t.c.sequence_id)
+        rows = await self._fetch(
+            self._history_query,
+            {"pk": partition_key or "", "app": app_id},
+            f"Reading the history of app {app_id!r}",
         )
-        rows = await self._fetch(query, f"Reading the history of app {app_id!r}")
         return [self._to_data(row) for row in rows]
 
     async def list_app_ids(self, partition_key: str | None) -> list[str]:
@@ -311,7 +346,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             .group_by(t.c.app_uid)
             .order_by(sa.func.max(t.c.created_at).desc(), t.c.app_uid)
         )
-        rows = await self._fetch(query, "Listing apps")
+        rows = await self._fetch(query, {}, "Listing apps")
         return [row.app_uid for row in rows]
 
     async def list_apps(
@@ -346,7 +381,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             .order_by(t.c.created_at.desc(), t.c.app_uid)
             .limit(limit)
         )
-        rows = await self._fetch(query, "Listing apps")
+        rows = await self._fetch(query, {}, "Listing apps")
         return [
             AppSummary(
                 row.partition_key or None,
