@@ -5,7 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
+import orjson
 import pydantic
 import pytest
 import sqlalchemy as sa
@@ -14,12 +17,15 @@ from burr_async import (
     ConcurrentStepError,
     InvalidIdentifierError,
     PersistenceError,
+    PostgreSQLPersister,
     SchemaOutOfDateError,
     SerializationError,
     SQLAlchemyPersister,
+    SQLitePersister,
     State,
 )
-from burr_async.persistence import ParentPointer
+from burr_async.persistence import ParentPointer, migrate
+from burr_async.persistence.models import HEAD_REVISION
 from tests.databases import Database
 
 pytestmark = pytest.mark.anyio
@@ -223,3 +229,79 @@ async def _raw_rows(persister: SQLAlchemyPersister, app_id: str) -> list[sa.Row[
             sa.select(persister.table).where(persister.table.c.app_uid == app_id)
         )
         return list(result.all())
+
+
+async def test_an_unknown_revision_is_out_of_date(db: Database) -> None:
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    engine = db.engine()
+    try:
+        await migrate.upgrade(engine, table_name=name, schema=db.schema)
+        versions = sa.table(f"{name}_alembic_version", sa.column("version_num"), schema=db.schema)
+        async with engine.begin() as conn:
+            await conn.execute(sa.update(versions).values(version_num="0000_older"))
+        async with db.persister(engine, table_name=name) as persister:
+            with pytest.raises(SchemaOutOfDateError, match="is at revision '0000_older'"):
+                await persister.save("p", "a", 0, "x", State({}), "completed")
+        async with engine.begin() as conn:
+            await conn.execute(sa.update(versions).values(version_num=HEAD_REVISION))
+    finally:
+        await migrate.downgrade(engine, "base", table_name=name, schema=db.schema)
+        await engine.dispose()
+
+
+class _UpperSerde:
+    """A custom serde: stores strings upper-cased, to prove it is the one used."""
+
+    def dumps(self, values: Any) -> bytes:
+        return orjson.dumps({k: v.upper() if isinstance(v, str) else v for k, v in values.items()})
+
+    def loads(self, data: bytes | str) -> dict[str, Any]:
+        return dict(orjson.loads(data))
+
+
+async def test_a_custom_serde_is_used_both_ways(db: Database) -> None:
+    async with db.persister(serde=_UpperSerde()) as persister:
+        app_id = new_id()
+        await persister.save("p", app_id, 0, "a", State({"word": "quiet"}), "completed")
+        loaded = await persister.load("p", app_id)
+        assert loaded is not None
+        assert loaded.state["word"] == "QUIET"
+
+
+async def test_sqlite_persister_is_burrs_constructor(tmp_path: Path) -> None:
+    async with SQLitePersister(db_path=str(tmp_path / "burr.db"), table_name="steps") as persister:
+        assert isinstance(persister, SQLAlchemyPersister)
+        await persister.initialize()
+        await persister.save("p", "a", 0, "x", State({"k": 1}), "completed")
+        loaded = await persister.load("p", "a")
+        assert loaded is not None
+        assert loaded.state["k"] == 1
+    assert (tmp_path / "burr.db").exists()
+
+
+async def test_postgresql_persister_from_values(postgres_db: Database) -> None:
+    url = sa.make_url(postgres_db.url)
+    persister = PostgreSQLPersister.from_values(
+        db_name=url.database or "test",
+        user=url.username or "postgres",
+        password=url.password,
+        host=url.host or "127.0.0.1",
+        port=url.port or 5432,
+        schema=postgres_db.schema,
+    )
+    async with persister:
+        assert persister.engine.dialect.name == "postgresql"
+        assert await persister.is_initialized()
+        app_id = new_id()
+        await persister.save("p", app_id, 0, "x", State({"k": 2}), "completed")
+        loaded = await persister.load("p", app_id)
+        assert loaded is not None
+        assert loaded.state["k"] == 2
+
+
+def test_from_url_does_not_connect(tmp_path: Path) -> None:
+    persister = SQLAlchemyPersister.from_url("postgresql://nobody@127.0.0.1:1/none")
+    assert persister.engine.url.drivername == "postgresql+asyncpg"
+    lite = SQLAlchemyPersister.from_url(f"sqlite:///{tmp_path}/lazy.db")
+    assert lite.engine.url.drivername == "sqlite+aiosqlite"
+    assert not (tmp_path / "lazy.db").exists()
