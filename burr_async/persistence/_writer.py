@@ -52,18 +52,29 @@ ErrorFactory = Callable[[str, BaseException, RowValues], PersistenceError]
 
 
 class _Pending:
-    __slots__ = ("error", "finished", "values", "wake")
+    """One row waiting to be written, and how its write ended."""
+
+    __slots__ = ("_wake", "error", "finished", "values")
 
     def __init__(self, values: RowValues) -> None:
         self.values = values
-        self.wake = anyio.Event()
+        self._wake: anyio.Event | None = None
         self.finished = False
         self.error: BaseException | None = None
+
+    async def wait(self) -> None:
+        """Sleep until the row is written or its turn to lead a batch comes."""
+        self._wake = anyio.Event()
+        await self._wake.wait()
+
+    def wake(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
 
     def finish(self, error: BaseException | None = None) -> None:
         self.error = error
         self.finished = True
-        self.wake.set()
+        self.wake()
 
 
 class _GroupWriter:
@@ -107,21 +118,25 @@ class _GroupWriter:
         self._queue.append(pending)
         with anyio.CancelScope(shield=True):
             if self._leading:
-                await pending.wake.wait()
+                await pending.wait()
             if not pending.finished:  # idle writer, or leadership handed over to this row
                 self._leading = True
+                batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
                 try:
-                    await self._flush()
+                    await self._flush(batch)
+                except Exception as exc:  # unexpected: still, no caller is left waiting
+                    for row in batch:
+                        if not row.finished:
+                            row.finish(self._error("Saving the step failed", exc, row.values))
                 finally:
                     if self._queue:
-                        self._queue[0].wake.set()  # the next waiting row leads the next batch
+                        self._queue[0].wake()  # the next waiting row leads the next batch
                     else:
                         self._leading = False
         if pending.error is not None:
             raise pending.error
 
-    async def _flush(self) -> None:
-        batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+    async def _flush(self, batch: list[_Pending]) -> None:
         unique: dict[tuple[Any, ...], _Pending] = {}
         for pending in batch:
             key = pending.values[_KEY]

@@ -120,3 +120,20 @@ async def test_the_writer_reconnects_after_losing_its_connection(postgres_db: Da
         await persister.save("p", app_id, 1, "b", State({}), "completed")  # the retry lands
         stored = await persister.load("p", app_id)
         assert stored is not None and stored.sequence_id == 1
+
+
+async def test_a_cancelled_step_still_lands_whole(persister: SQLAlchemyPersister) -> None:
+    from tests.integration._chat import build
+
+    app = await build(persister, new_id())
+    await app.astep()  # the schema check and the writer connection are warm
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(app.astep)
+        await anyio.sleep(0)  # the step is now inside its write
+        tg.cancel_scope.cancel()
+    stored = await persister.load("tester", app.uid)
+    assert stored is not None
+    # the application and the database agree on where it is
+    assert (stored.sequence_id, stored.position) == (app.sequence_id, app.position)
+    assert stored.state == app.state
+    assert app.sequence_id == 1
