@@ -197,12 +197,14 @@ class Application:
                 outcome = await self._step(inputs)
                 assert outcome is not None
                 return upcoming, StreamingResultContainer._finished(outcome[1], outcome[2])
-            return upcoming, StreamingResultContainer(self._stream_step(upcoming, inputs))
+            run_inputs = _resolve_inputs(upcoming, inputs, self._uid)
+            stream = self._stream_step(upcoming, run_inputs, self._sequence_id)
+            return upcoming, StreamingResultContainer(stream)
 
     # -- internals ----------------------------------------------------------------------------
     @asynccontextmanager
     async def _call(self, method: ExecuteMethod) -> AsyncIterator[None]:
-        if False:
+        if self._busy:
             raise ApplicationBusyError(
                 f"Application {self._uid!r} is already running a step; await it before calling "
                 f"{method.value}()."
@@ -298,29 +300,40 @@ class Application:
         return act, result, after
 
     async def _stream_step(
-        self, act: Action, inputs: Mapping[str, Any] | None
+        self, act: Action, run_inputs: dict[str, Any], expected_sequence_id: int | None
     ) -> AsyncIterator[StreamItem]:
-        run_inputs = _resolve_inputs(act, inputs, self._uid)
-        sequence_id = 0 if self._sequence_id is None else self._sequence_id + 1
-        before = self._state
-        if self._has_step_hooks:
-            await self._pre_step_hooks(act, sequence_id, run_inputs)
+        # The stream runs after astream_result() returned: hold the busy flag while it runs, and
+        # refuse to run once another call has advanced the application in between.
+        if self._busy or self._sequence_id != expected_sequence_id:
+            raise ApplicationBusyError(
+                f"Application {self._uid!r} ran another call after astream_result() returned "
+                f"the stream of {act.name!r}; consume a stream before calling the application "
+                "again."
+            )
+        self._busy = True
         try:
-            final: tuple[ResultDict, State] | None = None
-            async for partial, new_state in act._stream(before, run_inputs):  # type: ignore[attr-defined]
-                if new_state is None:
-                    yield partial, None
-                else:
-                    final = partial, _checked_state(act, before, new_state)
-                    break
-            if final is None:
-                raise ConfigurationError(
-                    f"Streaming action {act.name!r} ended without its final (result, State)."
-                )
-        except Exception as exc:
-            await self._fail(act, sequence_id, exc)
-            raise
-        await self._commit(act, sequence_id, final[1], final[0])
+            sequence_id = 0 if self._sequence_id is None else self._sequence_id + 1
+            before = self._state
+            if self._has_step_hooks:
+                await self._pre_step_hooks(act, sequence_id, run_inputs)
+            try:
+                final: tuple[ResultDict, State] | None = None
+                async for partial, new_state in act._stream(before, run_inputs):  # type: ignore[attr-defined]
+                    if new_state is None:
+                        yield partial, None
+                    else:
+                        final = partial, _checked_state(act, before, new_state)
+                        break
+                if final is None:
+                    raise ConfigurationError(
+                        f"Streaming action {act.name!r} ended without its final (result, State)."
+                    )
+            except Exception as exc:
+                await self._fail(act, sequence_id, exc)
+                raise
+            await self._commit(act, sequence_id, final[1], final[0])
+        finally:
+            self._busy = False
         yield final
 
     async def _pre_step_hooks(self, act: Action, sequence_id: int, inputs: dict[str, Any]) -> None:

@@ -1,0 +1,315 @@
+"""Lifecycle hooks: what they receive, when they run, and what happens when they raise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from burr_async import (
+    ApplicationBuilder,
+    ExecuteMethod,
+    HookError,
+    PostApplicationCreateHook,
+    PostApplicationExecuteCallHook,
+    PostApplicationExecuteCallHookAsync,
+    PostRunStepHook,
+    PostRunStepHookAsync,
+    PreApplicationExecuteCallHook,
+    PreApplicationExecuteCallHookAsync,
+    PreRunStepHook,
+    PreRunStepHookAsync,
+    State,
+    action,
+)
+
+from ._support import FlakyError, chatbot_builder, counter_builder
+
+pytestmark = pytest.mark.anyio
+
+
+class AsyncStepRecorder(PreRunStepHookAsync, PostRunStepHookAsync):
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def pre_run_step(self, **kwargs: Any) -> None:  # type: ignore[override]
+        self.calls.append(("pre", kwargs))
+
+    async def post_run_step(self, **kwargs: Any) -> None:  # type: ignore[override]
+        self.calls.append(("post", kwargs))
+
+
+class SyncStepRecorder(PreRunStepHook, PostRunStepHook):
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def pre_run_step(self, **kwargs: Any) -> None:
+        self.calls.append(("pre", kwargs))
+
+    def post_run_step(self, **kwargs: Any) -> None:
+        self.calls.append(("post", kwargs))
+
+
+class CallRecorder(PreApplicationExecuteCallHookAsync, PostApplicationExecuteCallHook):
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def pre_run_execute_call(self, **kwargs: Any) -> None:  # type: ignore[override]
+        self.calls.append(("pre", kwargs))
+
+    def post_run_execute_call(self, **kwargs: Any) -> None:
+        self.calls.append(("post", kwargs))
+
+
+async def _chatbot(*hooks: object) -> Any:
+    return await (
+        chatbot_builder()
+        .with_state(chat_history=[])
+        .with_entrypoint("user_input")
+        .with_identifiers(app_id="hooked", partition_key="pk")
+        .with_hooks(*hooks)
+        .abuild()
+    )
+
+
+@pytest.mark.parametrize("recorder_cls", [AsyncStepRecorder, SyncStepRecorder])
+async def test_step_hooks_receive_the_documented_arguments(recorder_cls: type[Any]) -> None:
+    recorder = recorder_cls()
+    app = await _chatbot(recorder)
+    await app.astep(inputs={"prompt": "hi", "ignored": 1})
+
+    assert [phase for phase, _ in recorder.calls] == ["pre", "post"]
+    pre, post = recorder.calls[0][1], recorder.calls[1][1]
+    assert set(pre) == {
+        "app_id",
+        "partition_key",
+        "sequence_id",
+        "state",
+        "action",
+        "inputs",
+    }
+    assert pre["app_id"] == "hooked"
+    assert pre["partition_key"] == "pk"
+    assert pre["sequence_id"] == 0
+    assert pre["state"].get_all() == {"chat_history": []}
+    assert pre["action"].name == "user_input"
+    assert pre["inputs"] == {"prompt": "hi"}
+
+    assert set(post) == {
+        "app_id",
+        "partition_key",
+        "sequence_id",
+        "state",
+        "action",
+        "result",
+        "exception",
+    }
+    assert post["app_id"] == "hooked"
+    assert post["partition_key"] == "pk"
+    assert post["sequence_id"] == 0
+    assert post["state"]["prompt"] == "hi"
+    assert post["state"] == app.state
+    assert post["action"].name == "user_input"
+    assert post["result"] == {"prompt": "hi"}
+    assert post["exception"] is None
+
+    await app.astep()
+    assert recorder.calls[2][1]["sequence_id"] == 1
+    assert recorder.calls[3][1]["action"].name == "respond"
+
+
+async def test_post_step_hook_sees_the_exception_on_failure() -> None:
+    @action(reads=[], writes=["x"])
+    async def boom(state: State) -> State:
+        raise FlakyError("kaboom")
+
+    recorder = AsyncStepRecorder()
+    app = await (
+        ApplicationBuilder()
+        .with_actions(boom)
+        .with_state(x=0)
+        .with_entrypoint("boom")
+        .with_hooks(recorder)
+        .abuild()
+    )
+    with pytest.raises(FlakyError):
+        await app.astep()
+    assert [phase for phase, _ in recorder.calls] == ["pre", "post"]
+    post = recorder.calls[1][1]
+    assert isinstance(post["exception"], FlakyError)
+    assert post["result"] is None
+    assert post["state"].get_all() == {"x": 0}
+    assert post["sequence_id"] == 0
+    assert post["action"].name == "boom"
+
+
+async def test_hooks_run_in_order_given() -> None:
+    order: list[str] = []
+
+    class Named(PreRunStepHook):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def pre_run_step(self, **kwargs: Any) -> None:
+            order.append(self.name)
+
+    app = await _chatbot(Named("a"), Named("b"))
+    await app.astep(inputs={"prompt": "x"})
+    assert order == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("method", "call"),
+    [
+        (ExecuteMethod.astep, "astep"),
+        (ExecuteMethod.arun, "arun"),
+        (ExecuteMethod.aiterate, "aiterate"),
+        (ExecuteMethod.astream_result, "astream_result"),
+    ],
+)
+async def test_execute_call_hooks(method: ExecuteMethod, call: str) -> None:
+    recorder = CallRecorder()
+    app = await _chatbot(recorder)
+    inputs = {"prompt": "hello"}
+    if call == "astep":
+        await app.astep(inputs=inputs)
+    elif call == "arun":
+        await app.arun(halt_after=["user_input"], inputs=inputs)
+    elif call == "aiterate":
+        [_ async for _ in app.aiterate(halt_after=["user_input"], inputs=inputs)]
+    else:
+        _, container = await app.astream_result(halt_after=["user_input"], inputs=inputs)
+        await container.get()
+
+    assert [phase for phase, _ in recorder.calls] == ["pre", "post"]
+    pre, post = recorder.calls[0][1], recorder.calls[1][1]
+    assert set(pre) == {"app_id", "partition_key", "state", "method"}
+    assert pre["method"] is method
+    assert pre["app_id"] == "hooked"
+    assert pre["partition_key"] == "pk"
+    assert pre["state"].get_all() == {"chat_history": []}
+    assert set(post) == {"app_id", "partition_key", "state", "method", "exception"}
+    assert post["method"] is method
+    assert post["exception"] is None
+    assert post["state"]["prompt"] == "hello"
+
+
+async def test_post_execute_call_hook_sees_the_exception() -> None:
+    recorder = CallRecorder()
+    app = await _chatbot(recorder)
+    with pytest.raises(ValueError, match="prompt"):
+        await app.astep()
+    post = recorder.calls[-1][1]
+    assert post["method"] is ExecuteMethod.astep
+    assert "prompt" in str(post["exception"])
+
+
+async def test_async_post_execute_call_hook() -> None:
+    seen: list[ExecuteMethod] = []
+
+    class AsyncPost(PostApplicationExecuteCallHookAsync):
+        async def post_run_execute_call(self, **kwargs: Any) -> None:  # type: ignore[override]
+            seen.append(kwargs["method"])
+
+    class SyncPre(PreApplicationExecuteCallHook):
+        def pre_run_execute_call(self, **kwargs: Any) -> None:
+            seen.append(kwargs["method"])
+
+    app = await _chatbot(SyncPre(), AsyncPost())
+    await app.astep(inputs={"prompt": "a"})
+    assert seen == [ExecuteMethod.astep, ExecuteMethod.astep]
+
+
+async def test_post_application_create_hook_runs_at_abuild() -> None:
+    created: list[dict[str, Any]] = []
+
+    class OnCreate(PostApplicationCreateHook):
+        def post_application_create(self, **kwargs: Any) -> None:  # type: ignore[override]
+            created.append(kwargs)
+
+    class OnCreateAsync(PostApplicationCreateHook):
+        async def post_application_create(self, **kwargs: Any) -> None:  # type: ignore[override]
+            created.append(kwargs)
+
+    builder = (
+        counter_builder()
+        .with_state(count=5)
+        .with_entrypoint("increment")
+        .with_identifiers(app_id="new-app")
+        .with_hooks(OnCreate(), OnCreateAsync())
+    )
+    assert created == []
+    app = await builder.abuild()
+    assert len(created) == 2
+    for kwargs in created:
+        assert set(kwargs) == {"app_id", "partition_key", "state"}
+        assert kwargs["app_id"] == "new-app" == app.uid
+        assert kwargs["partition_key"] is None
+        assert kwargs["state"].get_all() == {"count": 5}
+
+
+# -- hooks that raise --------------------------------------------------------------------------
+
+
+class ExplodingPreStep(PreRunStepHookAsync):
+    async def pre_run_step(self, **kwargs: Any) -> None:  # type: ignore[override]
+        raise FlakyError("pre hook broke")
+
+
+class ExplodingPostStep(PostRunStepHook):
+    def post_run_step(self, **kwargs: Any) -> None:
+        raise FlakyError("post hook broke")
+
+
+class ExplodingCall(PreApplicationExecuteCallHook):
+    def pre_run_execute_call(self, **kwargs: Any) -> None:
+        raise FlakyError("call hook broke")
+
+
+class ExplodingCreate(PostApplicationCreateHook):
+    def post_application_create(self, **kwargs: Any) -> None:  # type: ignore[override]
+        raise FlakyError("create hook broke")
+
+
+async def test_raising_pre_step_hook_is_a_hook_error_and_nothing_changes() -> None:
+    app = await _chatbot(ExplodingPreStep())
+    with pytest.raises(HookError) as info:
+        await app.astep(inputs={"prompt": "x"})
+    err = info.value
+    assert "ExplodingPreStep" in str(err)
+    assert "'user_input'" in str(err)
+    assert "'hooked'" in str(err)
+    assert isinstance(err.__cause__, FlakyError)
+    assert err.action == "user_input"
+    assert err.phase == "pre_run_step"
+    assert app.sequence_id is None
+    assert app.state.get_all() == {"chat_history": []}
+
+
+async def test_raising_post_step_hook_is_a_hook_error() -> None:
+    app = await _chatbot(ExplodingPostStep())
+    with pytest.raises(HookError, match=r"ExplodingPostStep.*'user_input'") as info:
+        await app.astep(inputs={"prompt": "x"})
+    assert isinstance(info.value.__cause__, FlakyError)
+    assert str(info.value.__cause__) == "post hook broke"
+
+
+async def test_raising_execute_call_hook_is_a_hook_error() -> None:
+    app = await _chatbot(ExplodingCall())
+    with pytest.raises(HookError, match="ExplodingCall") as info:
+        await app.astep(inputs={"prompt": "x"})
+    assert isinstance(info.value.__cause__, FlakyError)
+    assert app.sequence_id is None
+
+
+async def test_raising_create_hook_is_a_hook_error() -> None:
+    builder = (
+        counter_builder()
+        .with_state(count=0)
+        .with_entrypoint("increment")
+        .with_identifiers(app_id="doomed")
+        .with_hooks(ExplodingCreate())
+    )
+    with pytest.raises(HookError, match=r"ExplodingCreate.*'doomed'") as info:
+        await builder.abuild()
+    assert isinstance(info.value.__cause__, FlakyError)

@@ -1,0 +1,315 @@
+"""Streaming actions and astream_result."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from burr_async import (
+    ApplicationBuilder,
+    ApplicationBusyError,
+    InMemoryPersister,
+    InvalidActionResultError,
+    MissingInputError,
+    State,
+    StreamingAction,
+    StreamingFunctionAction,
+    StreamingResultContainer,
+    UndeclaredWriteError,
+    action,
+    streaming_action,
+)
+
+from ._support import FlakyError
+
+pytestmark = pytest.mark.anyio
+
+
+@action(reads=[], writes=["prompt"])
+def ask(state: State, prompt: str) -> State:
+    return state.update(prompt=prompt)
+
+
+@streaming_action(reads=["prompt"], writes=["response"])
+async def stream_reply(state: State) -> AsyncIterator[tuple[dict[str, Any], State | None]]:
+    words = state["prompt"].split()
+    for word in words:
+        yield {"delta": word}, None
+    text = " ".join(words)
+    yield {"response": text}, state.update(response=text)
+
+
+@streaming_action(reads=["prompt"], writes=["response"])
+def sync_stream_reply(state: State) -> Iterator[tuple[dict[str, Any], State | None]]:
+    yield {"delta": "s"}, None
+    yield {"response": "sync"}, state.update(response="sync")
+
+
+class ClassStream(StreamingAction):
+    @property
+    def reads(self) -> list[str]:
+        return ["prompt"]
+
+    @property
+    def writes(self) -> list[str]:
+        return ["response"]
+
+    async def stream_run(self, state: State, **run_kwargs: Any) -> AsyncIterator[dict[str, Any]]:
+        for char in state["prompt"]:
+            yield {"char": char}
+        yield {"response": state["prompt"].upper()}
+
+    def update(self, result: dict[str, Any], state: State) -> State:
+        return state.update(response=result["response"])
+
+
+async def _app(reply: Any = stream_reply, persister: InMemoryPersister | None = None) -> Any:
+    builder = (
+        ApplicationBuilder()
+        .with_actions(ask, reply=reply)
+        .with_transitions(("ask", "reply"), ("reply", "ask"))
+        .with_entrypoint("ask")
+        .with_identifiers(app_id="streamer")
+    )
+    if persister is not None:
+        builder.with_state_persister(persister)
+    return await builder.abuild()
+
+
+def test_streaming_action_decorator() -> None:
+    assert isinstance(stream_reply, StreamingFunctionAction)
+    assert stream_reply.streaming is True
+    assert ClassStream().streaming is True
+
+
+async def test_astream_result_yields_partials_then_final() -> None:
+    persister = InMemoryPersister()
+    app = await _app(persister=persister)
+    act, container = await app.astream_result(halt_after=["reply"], inputs={"prompt": "a b c"})
+    assert act is not None
+    assert act.name == "reply"
+    assert isinstance(container, StreamingResultContainer)
+    # ask ran and is stored; reply has not run yet.
+    assert app.position == "ask"
+    assert [row.position for row in await persister.history(None, "streamer")] == ["ask"]
+
+    partials = [partial async for partial in container]
+    assert partials == [{"delta": "a"}, {"delta": "b"}, {"delta": "c"}]
+    result, state = await container.get()
+    assert result == {"response": "a b c"}
+    assert state.get_all() == {"prompt": "a b c", "response": "a b c"}
+    assert app.state == state
+    assert app.position == "reply"
+    assert app.sequence_id == 1
+
+    rows = await persister.history(None, "streamer")
+    assert [(r.sequence_id, r.position, r.status) for r in rows] == [
+        (0, "ask", "completed"),
+        (1, "reply", "completed"),
+    ]
+    assert rows[1].state["response"] == "a b c"
+
+
+async def test_get_without_iterating_drains_the_stream() -> None:
+    app = await _app()
+    _, container = await app.astream_result(halt_after=["reply"], inputs={"prompt": "x y"})
+    result, state = await container.get()
+    assert result == {"response": "x y"}
+    assert state["response"] == "x y"
+    assert await container.get() == (result, state)
+    assert [p async for p in container] == []
+
+
+async def test_non_streaming_halt_action_returns_a_finished_container() -> None:
+    persister = InMemoryPersister()
+    app = await _app(persister=persister)
+    act, container = await app.astream_result(halt_after=["ask"], inputs={"prompt": "q"})
+    assert act is not None
+    assert act.name == "ask"
+    assert app.position == "ask"
+    assert len(await persister.history(None, "streamer")) == 1
+    assert [p async for p in container] == []
+    result, state = await container.get()
+    assert result == {}
+    assert state.get_all() == {"prompt": "q"}
+
+
+async def test_astream_result_halt_before() -> None:
+    app = await _app()
+    act, container = await app.astream_result(
+        halt_after=["reply"], halt_before=["ask"], inputs={"prompt": "q"}
+    )
+    assert act is not None
+    assert act.name == "ask"
+    assert app.sequence_id is None
+    assert await container.get() == (None, app.state)
+
+
+async def test_astep_on_a_streaming_action_drains_it() -> None:
+    app = await _app()
+    await app.astep(inputs={"prompt": "one two"})
+    outcome = await app.astep()
+    assert outcome is not None
+    act, result, state = outcome
+    assert act.name == "reply"
+    assert result == {"response": "one two"}
+    assert state["response"] == "one two"
+    assert app.sequence_id == 1
+
+
+async def test_arun_through_a_streaming_action() -> None:
+    app = await _app()
+    act, result, _ = await app.arun(halt_after=["reply"], inputs={"prompt": "p q"})
+    assert act is not None
+    assert act.name == "reply"
+    assert result == {"response": "p q"}
+
+
+async def test_sync_generator_streaming_action() -> None:
+    app = await _app(reply=sync_stream_reply)
+    _, container = await app.astream_result(halt_after=["reply"], inputs={"prompt": "z"})
+    assert [p async for p in container] == [{"delta": "s"}]
+    assert (await container.get())[1]["response"] == "sync"
+
+
+async def test_class_based_streaming_action() -> None:
+    persister = InMemoryPersister()
+    app = await _app(reply=ClassStream(), persister=persister)
+    act, container = await app.astream_result(halt_after=["reply"], inputs={"prompt": "hi"})
+    assert act is not None
+    assert act.name == "reply"
+    assert [p async for p in container] == [{"char": "h"}, {"char": "i"}]
+    result, state = await container.get()
+    assert result == {"response": "HI"}
+    assert state["response"] == "HI"
+    assert (await persister.load(None, "streamer")).position == "reply"  # type: ignore[union-attr]
+
+    # astep drains the class-based stream too.
+    await app.astep(inputs={"prompt": "yo"})
+    outcome = await app.astep()
+    assert outcome is not None
+    assert outcome[1] == {"response": "YO"}
+
+
+async def test_class_based_streaming_action_yielding_nothing_is_invalid() -> None:
+    class Empty(ClassStream):
+        async def stream_run(self, state: State, **run_kwargs: Any) -> AsyncIterator[Any]:
+            return
+            yield
+
+    app = await _app(reply=Empty())
+    await app.astep(inputs={"prompt": "x"})
+    with pytest.raises(InvalidActionResultError, match="'reply'"):
+        await app.astep()
+
+
+async def test_streaming_action_yielding_a_bad_item_names_the_action() -> None:
+    @streaming_action(reads=[], writes=["response"])
+    async def bad(state: State) -> AsyncIterator[Any]:
+        yield "not a tuple"
+
+    app = await _app(reply=bad)
+    await app.astep(inputs={"prompt": "x"})
+    _, container = await app.astream_result(halt_after=["reply"])
+    with pytest.raises(InvalidActionResultError, match="'reply'"):
+        await container.get()
+    assert app.position == "reply"
+    assert app.state.get_all() == {"prompt": "x"}
+
+
+async def test_streaming_action_without_final_state_is_invalid() -> None:
+    @streaming_action(reads=[], writes=["response"])
+    async def unfinished(state: State) -> AsyncIterator[Any]:
+        yield {"partial": 1}, None
+
+    app = await _app(reply=unfinished)
+    await app.astep(inputs={"prompt": "x"})
+    with pytest.raises(InvalidActionResultError, match="'reply'"):
+        await app.astep()
+
+
+async def test_streaming_action_failing_mid_stream_records_a_failed_step() -> None:
+    @streaming_action(reads=[], writes=["response"])
+    async def breaks(state: State) -> AsyncIterator[Any]:
+        yield {"partial": 1}, None
+        raise FlakyError("stream broke")
+
+    persister = InMemoryPersister()
+    app = await _app(reply=breaks, persister=persister)
+    _, container = await app.astream_result(halt_after=["reply"], inputs={"prompt": "x"})
+    partials: list[dict[str, Any]] = []
+
+    async def consume() -> None:
+        async for partial in container:
+            partials.append(partial)
+
+    with pytest.raises(FlakyError, match="stream broke"):
+        await consume()
+    assert partials == [{"partial": 1}]
+    assert app.position == "reply"
+    assert app.sequence_id == 1
+    assert app.state.get_all() == {"prompt": "x"}
+    last = await persister.load(None, "streamer")
+    assert last is not None
+    assert (last.sequence_id, last.status) == (1, "failed")
+    assert "stream broke" in (last.error or "")
+
+
+async def test_streaming_undeclared_write_names_action_and_key() -> None:
+    @streaming_action(reads=[], writes=["response"])
+    async def sneaky(state: State) -> AsyncIterator[Any]:
+        yield {}, state.update(response=1, other=2)
+
+    app = await _app(reply=sneaky)
+    await app.astep(inputs={"prompt": "x"})
+    _, container = await app.astream_result(halt_after=["reply"])
+    with pytest.raises(UndeclaredWriteError, match=r"'reply'.*'other'"):
+        await container.get()
+
+
+async def test_missing_input_of_a_streaming_action_is_raised_by_astream_result() -> None:
+    @streaming_action(reads=[], writes=["response"])
+    async def needs_topic(state: State, topic: str) -> AsyncIterator[Any]:
+        yield {"response": topic}, state.update(response=topic)
+
+    app = await _app(reply=needs_topic)
+    await app.astep(inputs={"prompt": "x"})
+    with pytest.raises(MissingInputError, match=r"'reply'.*'topic'"):
+        await app.astream_result(halt_after=["reply"])
+    assert app.sequence_id == 0
+
+
+async def test_calling_the_app_while_a_stream_is_consumed_is_busy() -> None:
+    persister = InMemoryPersister()
+    app = await _app(persister=persister)
+    _, container = await app.astream_result(halt_after=["reply"], inputs={"prompt": "a b"})
+    async for _ in container:
+        with pytest.raises(ApplicationBusyError, match="'streamer'"):
+            await app.astep(inputs={"prompt": "again"})
+    result, state = await container.get()
+    assert result == {"response": "a b"}
+    assert state["response"] == "a b"
+    assert app.sequence_id == 1
+    # The flag is released once the stream has ended.
+    await app.astep(inputs={"prompt": "next"})
+    assert [r.position for r in await persister.history(None, "streamer")] == [
+        "ask",
+        "reply",
+        "ask",
+    ]
+
+
+async def test_a_stream_gone_stale_does_not_run_its_action_again() -> None:
+    persister = InMemoryPersister()
+    app = await _app(persister=persister)
+    _, container = await app.astream_result(halt_after=["reply"], inputs={"prompt": "a b"})
+    outcome = await app.astep()
+    assert outcome is not None
+    assert outcome[0].name == "reply"
+    with pytest.raises(ApplicationBusyError, match="'reply'"):
+        await container.get()
+    assert app.sequence_id == 1
+    assert app.get_next_action().name == "ask"  # type: ignore[union-attr]
+    assert [r.position for r in await persister.history(None, "streamer")] == ["ask", "reply"]
