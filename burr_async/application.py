@@ -164,9 +164,13 @@ class Application:
         halt_after: Collection[str] | None = None,
         inputs: Mapping[str, Any] | None = None,
     ) -> AsyncGenerator[StepOutcome, None]:
-        """Like :meth:`arun`, yielding ``(action, result, state)`` after every step."""
-        async with self._call(ExecuteMethod.aiterate):
-            async for outcome in self._iterate(halt_before, halt_after, inputs):
+        """Like :meth:`arun`, yielding ``(action, result, state)`` after every step.
+
+        The application is busy only while a step runs, not while the loop body does: breaking
+        out of the loop leaves it ready for the next call at once.
+        """
+        async with self._call(ExecuteMethod.aiterate, hold=False):
+            async for outcome in self._iterate(halt_before, halt_after, inputs, guard=True):
                 yield outcome
 
     async def astream_result(
@@ -203,13 +207,11 @@ class Application:
 
     # -- internals ----------------------------------------------------------------------------
     @asynccontextmanager
-    async def _call(self, method: ExecuteMethod) -> AsyncIterator[None]:
-        if self._busy:
-            raise ApplicationBusyError(
-                f"Application {self._uid!r} is already running a step; await it before calling "
-                f"{method.value}()."
-            )
-        self._busy = True
+    async def _call(self, method: ExecuteMethod, *, hold: bool = True) -> AsyncIterator[None]:
+        """Run the execute-call hooks around a call; with ``hold``, mark the application busy
+        for the whole call."""
+        self._refuse_if_busy(method.value)
+        self._busy = hold
         try:
             if self._hooks.has("pre_run_execute_call"):
                 await self._hooks.call(
@@ -238,7 +240,15 @@ class Application:
                         exception=error,
                     )
         finally:
-            self._busy = False
+            if hold:
+                self._busy = False
+
+    def _refuse_if_busy(self, what: str) -> None:
+        if self._busy:
+            raise ApplicationBusyError(
+                f"Application {self._uid!r} is already running a step; await it before calling "
+                f"{what}()."
+            )
 
     def _check_halts(self, *groups: Collection[str] | None) -> None:
         for group in groups:
@@ -250,7 +260,10 @@ class Application:
         halt_before: Collection[str] | None,
         halt_after: Collection[str] | None,
         inputs: Mapping[str, Any] | None,
+        *,
+        guard: bool = False,
     ) -> AsyncIterator[StepOutcome]:
+        """Step until a halt; with ``guard``, mark the application busy during each step."""
         self._check_halts(halt_before, halt_after)
         before = set(halt_before or ())
         after = set(halt_after or ())
@@ -258,7 +271,15 @@ class Application:
             upcoming = self.get_next_action()
             if upcoming is None or upcoming.name in before:
                 return
-            outcome = await self._step(inputs, upcoming)
+            if guard:
+                self._refuse_if_busy("aiterate")
+                self._busy = True
+                try:
+                    outcome = await self._step(inputs, upcoming)
+                finally:
+                    self._busy = False
+            else:
+                outcome = await self._step(inputs, upcoming)
             assert outcome is not None
             yield outcome
             if upcoming.name in after:

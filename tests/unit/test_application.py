@@ -334,3 +334,23 @@ async def test_aiterate_closed_early_with_aclosing_frees_the_app() -> None:
     outcome = await app.astep()
     assert outcome is not None
     assert app.sequence_id == 1
+
+
+async def test_breaking_out_of_aiterate_frees_the_app_at_once() -> None:
+    app = await counter_app(limit=5)
+    async for _ in app.aiterate():
+        break  # no aclosing: the generator is left for the garbage collector
+    assert app.sequence_id == 0
+    outcome = await app.astep()  # not ApplicationBusyError
+    assert outcome is not None
+    assert app.sequence_id == 1
+
+
+async def test_astep_inside_an_aiterate_loop_body_is_allowed() -> None:
+    app = await counter_app(limit=5)
+    seen: list[int | None] = []
+    async for _ in app.aiterate(halt_after=["done"]):
+        seen.append(app.sequence_id)
+        await app.astep()  # the loop body runs between steps, when the app is not busy
+    assert seen == [0, 2, 4]  # each loop step and each body step took a number
+    assert app.position == "done"
