@@ -273,6 +273,12 @@ class ApplicationBuilder:
                 f"Cannot fork app {app_id!r} into itself: give the new app another id with "
                 "with_identifiers(app_id=...), or leave it unset for a fresh one."
             )
+        if self._app_id is not None and await init.loader.load(self._partition_key, app_id):
+            raise ConfigurationError(
+                f"Cannot fork into app {app_id!r} (partition_key={self._partition_key!r}): it "
+                "already has stored steps. Fork into a new app id, or leave it unset for a "
+                "fresh one."
+            )
         loaded = await init.loader.load(
             init.fork_from_partition_key, init.fork_from_app_id, init.fork_from_sequence_id
         )

@@ -405,3 +405,16 @@ async def test_persister_is_an_async_context_manager() -> None:
     assert row is not None
     assert row.state.get_all() == {}
     assert isinstance(row.created_at, dt.datetime)
+
+
+async def test_fork_into_an_app_that_has_steps_is_refused() -> None:
+    persister = InMemoryPersister()
+    source = await _fresh(persister, app_id="src")
+    await source.astep(inputs={"prompt": "x"})
+    taken = await _fresh(persister, app_id="taken")
+    await taken.astep(inputs={"prompt": "mine"})
+    with pytest.raises(ConfigurationError, match=r"'taken'.*already has stored steps"):
+        await _resumed(
+            persister, app_id="taken", fork_from_app_id="src", fork_from_partition_key="u1"
+        )
+    assert [r.state["prompt"] for r in await persister.history("u1", "taken")] == ["mine"]
