@@ -13,21 +13,22 @@ print one ``error: ...`` line on stderr and exit with status 1; ``--debug`` adds
 from __future__ import annotations
 
 import datetime as dt
-import importlib
-import importlib.util
 import json
+import runpy
 import shlex
 import sys
+import threading
+import time
 import traceback
-import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib import import_module
 from pathlib import Path
-from types import ModuleType
+from types import SimpleNamespace
 from typing import Any, NoReturn, TypeVar
 
 import anyio
+import anyio.to_thread
 import click
 from alembic.util import CommandError
 from click.core import ParameterSource
@@ -40,11 +41,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from burr_async.application import Application
 from burr_async.builder import ApplicationBuilder
-from burr_async.errors import BurrAsyncError, SchemaOutOfDateError
+from burr_async.errors import BurrAsyncError, PersistenceError, SchemaOutOfDateError
 from burr_async.graph import Graph
 from burr_async.persistence import migrate
-from burr_async.persistence.base import PersistedStateData as Step
-from burr_async.persistence.base import Status
+from burr_async.persistence.base import PersistedStateData, Status
 from burr_async.persistence.engine import DEFAULT_DATABASE_URL, create_engine, normalize_url
 from burr_async.persistence.models import DEFAULT_TABLE_NAME, HEAD_REVISION, validate_identifier
 from burr_async.persistence.sqlalchemy import SQLAlchemyPersister
@@ -58,19 +58,18 @@ class CliError(Exception):
     """An expected failure of a command, reported as one ``error: ...`` line."""
 
 
-# Failures reported as one line (with the traceback only under --debug); anything else is a bug.
+# Failures reported in one line (the traceback only under --debug); anything else is a bug.
 _EXPECTED = (BurrAsyncError, SQLAlchemyError, OSError, CommandError, CliError)
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """The global options: the database and the state table that the commands work on."""
+    """The global options: the database and the state table the commands work on."""
 
     url: str
     table_name: str
     schema: str | None
-    debug: bool
-    url_on_command_line: bool
+    url_given: bool  # on the command line, so that suggested commands repeat it
 
     @property
     def table(self) -> str:
@@ -85,9 +84,9 @@ class Settings:
             return "(an invalid database URL)"
 
     def upgrade_command(self) -> str:
-        """The command that provisions this table (``--url`` repeated when it was passed)."""
+        """The command that provisions this table."""
         args = ["burr-async"]
-        if self.url_on_command_line:
+        if self.url_given:
             args += ["--url", self.display_url()]
         if self.table_name != DEFAULT_TABLE_NAME:
             args += ["--table-name", self.table_name]
@@ -95,43 +94,33 @@ class Settings:
             args += ["--schema", self.schema]
         return shlex.join([*args, "db", "upgrade"])
 
-    def _check_target(self) -> None:
+    def engine(self) -> AsyncEngine:
+        """A new engine for the URL; the caller disposes it."""
         backend = make_url(normalize_url(self.url)).get_backend_name()
         if self.schema is not None and backend != "postgresql":
             raise CliError("--schema is only supported on Postgres; on SQLite use --table-name")
-
-    def engine(self) -> AsyncEngine:
-        """A new engine for the URL; the caller disposes it."""
-        self._check_target()
         return create_engine(self.url)
 
-    def persister(self) -> SQLAlchemyPersister:
-        """A new persister owning its engine (use it with ``async with``)."""
-        self._check_target()
-        return SQLAlchemyPersister.from_url(
-            self.url, table_name=self.table_name, schema=self.schema
-        )
-
     def missing_sqlite_file(self) -> Path | None:
-        """The database file when the URL names a SQLite file that does not exist (reading
-        commands report it rather than create an empty database as a side effect)."""
+        """The file of a SQLite URL when it does not exist: reading commands report it rather
+        than create an empty database as a side effect."""
         url = make_url(normalize_url(self.url))
-        database = url.database or ""
-        if url.get_backend_name() != "sqlite" or "uri" in url.query:
+        name = url.database or ""
+        if url.get_backend_name() != "sqlite" or "uri" in url.query or name in ("", ":memory:"):
             return None
-        if database in ("", ":memory:") or database.startswith("file:"):
-            return None
-        path = Path(database)
-        return None if path.exists() else path
+        return None if Path(name).exists() else Path(name)
 
 
 class _Group(click.Group):
-    """The root group: turns expected failures of any command into one ``error:`` line."""
+    """The root group: turns the expected failures of any command into one ``error:`` line."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; report an expected failure in one line and exit with status 1."""
         try:
             return super().invoke(ctx)
         except _EXPECTED as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise  # click exits quietly when the reader went away (`burr-async apps | head`)
             if ctx.params.get("debug"):
                 traceback.print_exception(exc)
             settings = ctx.obj if isinstance(ctx.obj, Settings) else None
@@ -140,25 +129,69 @@ class _Group(click.Group):
 
 
 def _first_line(value: object) -> str:
-    """The first non-blank line of ``str(value)`` (an exception's type name if it has none)."""
+    """The first non-blank line of ``str(value)`` (its type's name when there is none)."""
     lines = [line.strip() for line in str(value).splitlines() if line.strip()]
     return lines[0] if lines else type(value).__name__
 
 
 def _message(exc: BaseException, settings: Settings | None) -> str:
+    """The one-line message for an expected failure."""
+    url = f" ({settings.display_url()})" if settings else ""
     if isinstance(exc, SchemaOutOfDateError):
         state = "is not provisioned" if exc.found is None else f"is at revision {exc.found!r}"
         run = settings.upgrade_command() if settings else "burr-async db upgrade"
         return f"table {exc.table!r} {state}; this burr_async needs {exc.expected!r}. Run: {run}"
     if isinstance(exc, SQLAlchemyError | OSError):
         cause = getattr(exc, "orig", None) or exc
-        where = f" ({settings.display_url()})" if settings else ""
-        return f"database error{where}: {type(cause).__name__}: {_first_line(cause)}"
+        return f"database error{url}: {type(cause).__name__}: {_first_line(cause)}"
+    if isinstance(exc, PersistenceError):
+        return f"{_first_line(exc)}{url}"
     return _first_line(exc)
 
 
 def _fail(message: str) -> NoReturn:
+    """Stop the command with ``error: message`` and exit status 1."""
     raise CliError(message)
+
+
+def _join_sqlite_workers(timeout: float = 2.0) -> None:
+    """Wait (up to ``timeout`` in all) for aiosqlite's worker threads to end."""
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if "_connection_worker_thread" in thread.name:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
+    """``work(engine)`` in ``anyio.run``, disposing the engine after. On failure, aiosqlite's
+    worker threads are let finish while the loop still runs: after a failed connect aiosqlite
+    stops its thread without awaiting it, and a thread that finishes after the loop closed
+    prints a traceback (omnilib/aiosqlite#389)."""
+
+    async def run() -> T:
+        engine = settings.engine()
+        try:
+            result = await work(engine)
+        except Exception:
+            await engine.dispose()
+            await anyio.to_thread.run_sync(_join_sqlite_workers)
+            raise
+        await engine.dispose()
+        return result
+
+    return anyio.run(run)
+
+
+def _read(settings: Settings, query: Callable[[SQLAlchemyPersister], Awaitable[T]]) -> T:
+    """``query(persister)`` on the settings' table (which must exist)."""
+    if (missing := settings.missing_sqlite_file()) is not None:
+        _fail(f"database file '{missing}' does not exist. Run: {settings.upgrade_command()}")
+    return _with_engine(
+        settings,
+        lambda engine: query(
+            SQLAlchemyPersister(engine, table_name=settings.table_name, schema=settings.schema)
+        ),
+    )
 
 
 def _console() -> Console:
@@ -167,19 +200,26 @@ def _console() -> Console:
 
 
 def _when(value: dt.datetime) -> str:
+    """A timestamp for tables: UTC, to the second."""
     return value.astimezone(dt.UTC).isoformat(sep=" ", timespec="seconds")
 
 
-def _partition_text(partition: str | None) -> str:
-    return f"partition {partition!r}" if partition else "the default partition"
-
-
 def _status(status: Status) -> Text:
+    """A step's status, coloured on a terminal."""
     return Text(status, style="red" if status == "failed" else "green")
 
 
+def _not_found(settings: Settings, app_id: str, partition: str | None, seq: int | None) -> str:
+    """The message for an unknown app (or an unknown step of it, when ``seq`` is given)."""
+    where = f"partition {partition!r}" if partition else "the default partition"
+    where += f" of table {settings.table!r}"
+    if seq is not None:
+        return f"no step {seq} of app {app_id!r} in {where}"
+    return f"no app {app_id!r} in {where} (list apps with: burr-async apps --all)"
+
+
 def _display(value: Any) -> Any:
-    """``default=`` for json.dumps: a displayable stand-in for values JSON cannot hold."""
+    """``default=`` for json.dumps: a displayable stand-in for a value JSON cannot hold."""
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, set | frozenset):
@@ -188,36 +228,7 @@ def _display(value: Any) -> Any:
         except TypeError:
             return sorted(value, key=repr)
     dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        return dump(mode="json")
-    return str(value)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, default=_display, ensure_ascii=False)
-
-
-def _read(settings: Settings, query: Callable[[SQLAlchemyPersister], Awaitable[T]]) -> T:
-    """Run ``query`` against a persister for the settings' table, in ``anyio.run``."""
-    missing = settings.missing_sqlite_file()
-    if missing is not None:
-        _fail(
-            f"database file {str(missing)!r} does not exist; create it with: "
-            f"{settings.upgrade_command()}"
-        )
-
-    async def run() -> T:
-        async with settings.persister() as persister:
-            return await query(persister)
-
-    return anyio.run(run)
-
-
-def _not_found(settings: Settings, app_id: str, partition: str | None, seq: int | None) -> str:
-    where = f"in {_partition_text(partition)} of table {settings.table!r}"
-    if seq is not None:
-        return f"no step {seq} of app {app_id!r} {where}"
-    return f"no app {app_id!r} {where} (list apps with: burr-async apps --all)"
+    return dump(mode="json") if callable(dump) else str(value)
 
 
 @click.group(cls=_Group)
@@ -231,7 +242,7 @@ def _not_found(settings: Settings, app_id: str, partition: str | None, seq: int 
 )
 @click.option("--table-name", default=DEFAULT_TABLE_NAME, show_default=True, help="State table.")
 @click.option("--schema", default=None, help="Postgres schema of the table.")
-@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 @click.version_option(package_name="burr_async", prog_name="burr-async")
 @click.pass_context
 def cli(ctx: click.Context, url: str, table_name: str, schema: str | None, debug: bool) -> None:
@@ -239,8 +250,8 @@ def cli(ctx: click.Context, url: str, table_name: str, schema: str | None, debug
     validate_identifier(table_name, "table name")
     if schema is not None:
         validate_identifier(schema, "schema")
-    on_command_line = ctx.get_parameter_source("url") == ParameterSource.COMMANDLINE
-    ctx.obj = Settings(url, table_name, schema, debug, on_command_line)
+    url_given = ctx.get_parameter_source("url") == ParameterSource.COMMANDLINE
+    ctx.obj = Settings(url, table_name, schema, url_given)
 
 
 # -- db ---------------------------------------------------------------------------------------
@@ -250,26 +261,18 @@ def db() -> None:
 
 
 def _migrate(
-    settings: Settings, change: Callable[[AsyncEngine], Awaitable[None]] | None
+    settings: Settings, change: Callable[..., Awaitable[None]] | None = None, revision: str = ""
 ) -> str | None:
-    """Apply ``change`` (if any) to the database, then return the table's revision."""
+    """Run ``change`` (``migrate.upgrade`` or ``migrate.downgrade``) to ``revision`` if given;
+    return the table's revision (None: not provisioned)."""
+    table_name, schema = settings.table_name, settings.schema
 
-    async def run() -> str | None:
-        engine = settings.engine()
-        try:
-            if change is not None:
-                await change(engine)
-            return await migrate.current(
-                engine, table_name=settings.table_name, schema=settings.schema
-            )
-        finally:
-            await engine.dispose()
+    async def run(engine: AsyncEngine) -> str | None:
+        if change is not None:
+            await change(engine, revision, table_name=table_name, schema=schema)
+        return await migrate.current(engine, table_name=table_name, schema=schema)
 
-    return anyio.run(run)
-
-
-def _revision_text(revision: str | None) -> str:
-    return revision if revision is not None else "not provisioned"
+    return _with_engine(settings, run)
 
 
 @db.command()
@@ -277,64 +280,51 @@ def _revision_text(revision: str | None) -> str:
 @click.pass_obj
 def upgrade(settings: Settings, revision: str) -> None:
     """Create the table or migrate it up to REVISION (default: head)."""
-
-    async def change(engine: AsyncEngine) -> None:
-        await migrate.upgrade(
-            engine, revision, table_name=settings.table_name, schema=settings.schema
-        )
-
-    found = _migrate(settings, change)
-    click.echo(f"table {settings.table!r}: {_revision_text(found)}")
+    found = _migrate(settings, migrate.upgrade, revision)
+    click.echo(f"table {settings.table!r}: {found or 'not provisioned'}")
 
 
 @db.command()
 @click.argument("revision")
 @click.pass_obj
 def downgrade(settings: Settings, revision: str) -> None:
-    """Migrate the table down to REVISION; ``base`` drops the table and its version table."""
-
-    async def change(engine: AsyncEngine) -> None:
-        await migrate.downgrade(
-            engine, revision, table_name=settings.table_name, schema=settings.schema
-        )
-
-    found = _migrate(settings, change)
-    click.echo(f"table {settings.table!r}: {_revision_text(found)}")
+    """Migrate the table down to REVISION ('base' drops the table and its version table)."""
+    found = _migrate(settings, migrate.downgrade, revision)
+    click.echo(f"table {settings.table!r}: {found or 'not provisioned'}")
 
 
 @db.command()
 @click.pass_obj
 def current(settings: Settings) -> None:
     """Print the table's revision, or "not provisioned"."""
-    found = None if settings.missing_sqlite_file() else _migrate(settings, None)
-    click.echo(_revision_text(found))
+    found = None if settings.missing_sqlite_file() else _migrate(settings)
+    click.echo(found or "not provisioned")
 
 
 @db.command()
 @click.pass_obj
 def check(settings: Settings) -> None:
-    """Exit 0 when the table is at the revision this burr_async needs, else 1."""
-    found = None if settings.missing_sqlite_file() else _migrate(settings, None)
-    if found is None:
-        _fail(f"table {settings.table!r} is not provisioned. Run: {settings.upgrade_command()}")
+    """Exit 0 when the table is at the revision this burr_async needs; else 1, naming the
+    command to run."""
+    found = None if settings.missing_sqlite_file() else _migrate(settings)
     if found != HEAD_REVISION:
-        _fail(
-            f"table {settings.table!r} is at revision {found!r}; this burr_async needs "
-            f"{HEAD_REVISION!r}. Run: {settings.upgrade_command()}"
-        )
+        raise SchemaOutOfDateError(settings.table, found, HEAD_REVISION, "")
     click.echo(f"table {settings.table!r} is at revision {found} (head)")
 
 
 # -- reading ----------------------------------------------------------------------------------
+_Step = PersistedStateData | None
 partition_option = click.option(
-    "--partition", "-p", default=None, help="Partition key (default: none, i.e. empty)."
+    "--partition", "-p", default=None, help="Partition key (default: none)."
 )
 
 
 @cli.command()
 @partition_option
-@click.option("--all", "all_partitions", is_flag=True, help="List apps of every partition.")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--all", "all_partitions", is_flag=True, help="List the apps of every partition.")
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most N apps."
+)
 @click.pass_obj
 def apps(settings: Settings, partition: str | None, all_partitions: bool, limit: int) -> None:
     """List applications with their latest step, most recently updated first."""
@@ -344,20 +334,14 @@ def apps(settings: Settings, partition: str | None, all_partitions: bool, limit:
         settings, lambda p: p.list_apps(partition, all_partitions=all_partitions, limit=limit)
     )
     if not summaries:
-        where = "any partition" if all_partitions else _partition_text(partition)
-        hint = "" if all_partitions else " (try --all)"
-        click.echo(f"no apps in {where} of table {settings.table!r}{hint}")
+        where = f"partition {partition!r}" if partition else "the default partition"
+        where = "any partition" if all_partitions else f"{where} (try --all)"
+        click.echo(f"no apps in {where} of table {settings.table!r}")
         return
     table = Table("app id", "partition", "last step", "position", "status", "updated")
     for s in summaries:
-        table.add_row(
-            s.app_id,
-            s.partition_key or "",
-            str(s.sequence_id),
-            s.position,
-            _status(s.status),
-            _when(s.updated_at),
-        )
+        row = (s.app_id, s.partition_key or "", str(s.sequence_id), s.position)
+        table.add_row(*row, _status(s.status), _when(s.updated_at))
     _console().print(table)
 
 
@@ -366,20 +350,14 @@ def apps(settings: Settings, partition: str | None, all_partitions: bool, limit:
 @partition_option
 @click.pass_obj
 def history(settings: Settings, app_id: str, partition: str | None) -> None:
-    """List every step of APP_ID, oldest first."""
+    """List the steps of APP_ID, oldest first (the error's first line for failed ones)."""
     steps = _read(settings, lambda p: p.history(partition, app_id))
     if not steps:
         _fail(_not_found(settings, app_id, partition, None))
     table = Table("seq", "position", "status", "created", "error")
     for step in steps:
-        error = _first_line(step.error) if step.error else ""
-        table.add_row(
-            str(step.sequence_id),
-            step.position,
-            _status(step.status),
-            _when(step.created_at),
-            error,
-        )
+        cells = (str(step.sequence_id), step.position, _status(step.status), _when(step.created_at))
+        table.add_row(*cells, _first_line(step.error) if step.error else "")
     _console().print(table)
 
 
@@ -403,9 +381,9 @@ def show(settings: Settings, app_id: str, partition: str | None, seq: int | None
 @partition_option
 @click.pass_obj
 def diff(settings: Settings, app_id: str, seq_a: int, seq_b: int, partition: str | None) -> None:
-    """Print the state keys added, removed and changed from step SEQ_A to step SEQ_B."""
+    """Print the state keys added (+), removed (-) and changed (~) from step SEQ_A to SEQ_B."""
 
-    async def both(p: SQLAlchemyPersister) -> tuple[Step | None, Step | None]:
+    async def both(p: SQLAlchemyPersister) -> tuple[_Step, _Step]:
         return await p.load(partition, app_id, seq_a), await p.load(partition, app_id, seq_b)
 
     a, b = _read(settings, both)
@@ -417,14 +395,18 @@ def diff(settings: Settings, app_id: str, seq_a: int, seq_b: int, partition: str
 
 
 def _diff_lines(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[str]:
-    """``+ key: value`` (added), ``- key: value`` (removed), ``~ key: old -> new`` (changed)."""
+    """``+ key: value``, ``- key: value`` and ``~ key: old -> new``, values as JSON."""
+
+    def show(value: Any) -> str:
+        return json.dumps(value, default=_display, ensure_ascii=False)
+
     for key in sorted(new.keys() - old.keys()):
-        yield f"+ {key}: {_json(new[key])}"
+        yield f"+ {key}: {show(new[key])}"
     for key in sorted(old.keys() - new.keys()):
-        yield f"- {key}: {_json(old[key])}"
+        yield f"- {key}: {show(old[key])}"
     for key in sorted(old.keys() & new.keys()):
         if old[key] != new[key]:
-            yield f"~ {key}: {_json(old[key])} -> {_json(new[key])}"
+            yield f"~ {key}: {show(old[key])} -> {show(new[key])}"
 
 
 # -- graph ------------------------------------------------------------------------------------
@@ -433,8 +415,8 @@ def _diff_lines(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[str]
 def graph(target: str) -> None:
     """Print the graph of an ApplicationBuilder, Application or Graph as Mermaid text.
 
-    MODULE is a dotted module name (importable from the current directory) or a path to a
-    Python file, e.g. ``myapp.flows:builder`` or ``examples/flow.py:builder``.
+    MODULE is a dotted module name (importable from the current directory) or the path of a
+    Python file, e.g. myapp.flows:builder or flows/chat.py:builder.
     """
     obj = _import_object(target)
     if isinstance(obj, ApplicationBuilder):
@@ -444,59 +426,31 @@ def graph(target: str) -> None:
     elif isinstance(obj, Graph):
         text = obj.to_mermaid()
     else:
-        _fail(
-            f"{target!r} is a {type(obj).__name__}, not an ApplicationBuilder, Application or Graph"
-        )
+        kind = type(obj).__name__
+        _fail(f"{target!r} is a {kind}, not an ApplicationBuilder, Application or Graph")
     click.echo(text, nl=False)
 
 
-@contextmanager
-def _on_sys_path(directory: Path) -> Iterator[None]:
-    """Make ``directory`` importable for the duration (as ``python file.py`` would)."""
-    entry = str(directory)
-    added = entry not in sys.path
-    if added:
-        sys.path.insert(0, entry)
-    try:
-        yield
-    finally:
-        if added and entry in sys.path:
-            sys.path.remove(entry)
-
-
-def _load_module(ref: str) -> ModuleType:
-    if not (ref.endswith(".py") or "/" in ref or "\\" in ref):
-        with _on_sys_path(Path.cwd()):
-            return importlib.import_module(ref)
-    path = Path(ref).resolve()
-    if not path.is_file():
-        _fail(f"no such file: {ref}")
-    name = f"_burr_async_cli_{path.stem}_{uuid.uuid4().hex[:8]}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        _fail(f"cannot import {ref}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        with _on_sys_path(path.parent):
-            spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
-
-
 def _import_object(target: str) -> object:
-    """The object named by ``MODULE:OBJECT`` (OBJECT may be dotted: ``module:ns.builder``)."""
+    """The object named by ``MODULE:OBJECT``: MODULE is a dotted name or a ``.py`` file, OBJECT
+    may be dotted (``flows:ns.builder``). While importing, the file's directory (or the current
+    one) is importable, as it is under ``python``; a file runs with ``__name__`` not
+    ``"__main__"``, so its ``if __name__ == "__main__":`` block does not run."""
     ref, _, attr = target.rpartition(":")
     if not ref or not attr:
         _fail(f"{target!r} is not MODULE:OBJECT (e.g. myapp.flows:builder or app.py:builder)")
+    is_file = ref.endswith(".py") or "/" in ref or "\\" in ref
+    if is_file and not Path(ref).is_file():
+        _fail(f"no such file: {ref}")
+    directory = str(Path(ref).resolve().parent if is_file else Path.cwd())
+    sys.path.insert(0, directory)
     try:
-        obj: object = _load_module(ref)
-    except CliError:
-        raise
+        module = SimpleNamespace(**runpy.run_path(ref)) if is_file else import_module(ref)
     except Exception as exc:
         raise CliError(f"cannot import {ref!r}: {type(exc).__name__}: {_first_line(exc)}") from exc
+    finally:
+        sys.path.remove(directory)
+    obj: object = module
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
