@@ -39,7 +39,7 @@ unit: $(VENV)/.installed-dev ## The test suite alone (SQLite and Postgres)
 docs: $(VENV)/.installed-dev ## Build the docs (fails on broken references)
 	$(BIN)/mkdocs build --strict --quiet --site-dir site
 
-test: lint typecheck unit docs ## Everything CI runs: lint, types, the whole suite on both backends, docs
+test: lint typecheck unit docs bench-quick ## Everything CI runs: lint, types, the whole suite on both backends, docs, bench smoke
 
 bench: $(VENV)/.installed-dev ## Benchmarks against the raw drivers, Burr and LangGraph (~5 min)
 	$(PY) -m pip install --quiet -e ".[bench]"

@@ -9,11 +9,12 @@ from burr_async.actions import (
     action,
     streaming_action,
 )
-from burr_async.application import Application, ApplicationBusyError, StreamingResultContainer
+from burr_async.application import Application, StreamingResultContainer
 from burr_async.builder import ApplicationBuilder
 from burr_async.conditions import Condition, default, expr, when
 from burr_async.errors import (
     ActionError,
+    ApplicationBusyError,
     BurrAsyncError,
     ConcurrentStepError,
     ConditionError,

@@ -17,6 +17,7 @@ from burr_async.actions import (
     _resolve_inputs,
 )
 from burr_async.errors import (
+    ApplicationBusyError,
     BurrAsyncError,
     ConfigurationError,
     PersistenceError,
@@ -26,14 +27,9 @@ from burr_async.hooks import ExecuteMethod, _HookSet
 from burr_async.persistence.base import AsyncBaseStateSaver, ParentPointer, Status
 from burr_async.state import State
 
-__all__ = ["Application", "ApplicationBusyError", "StreamingResultContainer"]
+__all__ = ["Application", "StreamingResultContainer"]
 
 StepOutcome = tuple[Action, ResultDict | None, State]
-
-
-class ApplicationBusyError(BurrAsyncError):
-    """Two calls tried to advance the same Application object at once; steps of one application
-    are sequential. Await the first call, or give each task its own application."""
 
 
 class Application:

@@ -7,6 +7,7 @@ name the application, action or key involved, and what to do about it::
     ├── ConfigurationError (also a ValueError)
     │   ├── GraphValidationError
     │   └── InvalidIdentifierError
+    ├── ApplicationBusyError
     ├── ActionError
     │   ├── MissingInputError (also a ValueError)
     │   ├── UndeclaredWriteError
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 __all__ = [
     "ActionError",
+    "ApplicationBusyError",
     "BurrAsyncError",
     "ConcurrentStepError",
     "ConditionError",
@@ -81,6 +83,11 @@ class InvalidIdentifierError(ConfigurationError):
             f"Invalid {kind} {value!r}: use 1 to 40 characters of letters, digits and underscores, "
             "starting with a letter or underscore."
         )
+
+
+class ApplicationBusyError(BurrAsyncError):
+    """Two calls tried to advance the same Application object at once; the steps of one
+    application are sequential. Await the first call, or give each task its own application."""
 
 
 class ActionError(BurrAsyncError):

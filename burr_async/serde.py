@@ -5,6 +5,12 @@ represent so that they come back as equal values: datetimes, dates, times, Decim
 frozensets and pydantic models at any depth, and UUIDs held directly as state values (a UUID
 nested inside a list or dict is written as its string). Any other object is a
 :class:`~burr_async.errors.SerializationError` naming the state key, before anything is written.
+
+What JSON changes on the way (as with any JSON store): tuples come back as lists (except inside
+sets), enums as their values, dataclasses as dicts, ``bytearray`` as ``bytes``, and NaN or
+infinity as ``None``; Postgres ``JSONB`` also reorders dict keys and refuses strings containing
+NUL. A dict of exactly the shape ``{"__burr_async__": <kind>, "value": ...}`` is reserved for
+the tags above.
 """
 
 from __future__ import annotations
@@ -73,9 +79,16 @@ def _default(obj: Any) -> Any:
 
 def _load_model(spec: Mapping[str, Any]) -> Any:
     module_name, _, qualname = str(spec["cls"]).partition(":")
-    target: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        target = getattr(target, part)
+    try:
+        target: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except (ImportError, AttributeError) as exc:
+        raise SerializationError(
+            f"Stored state holds a {spec['cls']!r} pydantic model, but that class cannot be "
+            f"imported here ({exc}). Keep the class importable under that name (or alias it "
+            "there) to load this state."
+        ) from exc
     if not hasattr(target, "model_validate"):
         raise SerializationError(
             f"Stored value names {spec['cls']!r}, which is not a pydantic model."
@@ -113,11 +126,8 @@ def _untag(value: Any) -> Any:
             if kind == "frozenset":
                 return frozenset(_hashable(_untag(v)) for v in inner)
             decoder = _DECODERS.get(kind)
-            if decoder is None:
-                raise SerializationError(
-                    f"Stored state holds a value tagged {kind!r}, unknown here."
-                )
-            return decoder(inner)
+            if decoder is not None:
+                return decoder(inner)
         return {k: _untag(v) for k, v in value.items()}
     return value
 

@@ -60,10 +60,18 @@ def _configure(**kwargs: Any) -> None:
 
 
 def _run(connection: Connection) -> None:
-    if schema is not None and connection.dialect.name == "postgresql":
-        connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
-    _configure(connection=connection, render_as_batch=connection.dialect.name == "sqlite")
+    postgres = connection.dialect.name == "postgresql"
+    _configure(connection=connection, render_as_batch=not postgres)
     with context.begin_transaction():
+        if postgres:
+            # Several processes may provision at once (workers starting together): they queue
+            # on a lock named after the table, and the later ones find it already at head.
+            lock_name = f"burr_async:{schema or ''}.{table_name}"
+            connection.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": lock_name}
+            )
+            if schema is not None:
+                connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
         context.run_migrations(table_name=table_name, schema=schema)
 
 

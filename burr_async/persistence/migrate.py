@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -58,13 +60,28 @@ def alembic_config(
     return config
 
 
+_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _process_lock() -> asyncio.Lock:
+    """Alembic keeps its running context in module globals: one migration at a time per
+    process (per event loop)."""
+    loop = asyncio.get_running_loop()
+    lock = _LOCKS.get(loop)
+    if lock is None:
+        lock = _LOCKS[loop] = asyncio.Lock()
+    return lock
+
+
 async def _with_connection(
     engine: AsyncEngine,
     table_name: str,
     schema: str | None,
     work: Callable[[Config, sa.Connection], Any],
 ) -> Any:
-    async with engine.begin() as connection:
+    async with _process_lock(), engine.begin() as connection:
         return await connection.run_sync(
             lambda sync: work(
                 alembic_config(table_name=table_name, schema=schema, connection=sync), sync

@@ -60,8 +60,10 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
 
     ``SQLAlchemyPersister(engine)`` borrows an engine and never disposes it;
     :meth:`from_url` creates and owns one (it connects lazily, and is disposed by ``aclose`` or
-    ``async with``). One persister serves many concurrent applications: every write checks out
-    its own connection (on SQLite, writes go one at a time, as SQLite allows one writer).
+    ``async with``). One persister serves many concurrent applications. Its writes go through
+    one dedicated connection of the engine's pool, held until ``aclose``: a step that arrives
+    while another is being written joins the next write, so concurrent steps share a commit
+    (see :mod:`burr_async.persistence._writer`). Reads use the pool.
 
     On first use the persister checks that the table is migrated to this package's revision and
     raises :class:`~burr_async.errors.SchemaOutOfDateError` naming the command to run if not.
@@ -74,7 +76,6 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         table_name: str = DEFAULT_TABLE_NAME,
         schema: str | None = None,
         serde: Serde | None = None,
-        _owns_engine: bool = False,
     ) -> None:
         dialect = engine.dialect.name
         if dialect not in _SUPPORTED:
@@ -87,7 +88,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
                 "table_name or database file."
             )
         self._engine = engine
-        self._owns_engine = _owns_engine
+        self._owns_engine = False
         self._table = build_table(table_name, schema)
         self._table_name = table_name
         self._schema = schema
@@ -114,9 +115,9 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         get their async drivers). On SQLite the connections use WAL and ``sqlite_synchronous``
         (see :func:`burr_async.persistence.engine.configure_sqlite`)."""
         engine = create_engine(url, sqlite_synchronous=sqlite_synchronous, **engine_kwargs)
-        return SQLAlchemyPersister(
-            engine, table_name=table_name, schema=schema, serde=serde, _owns_engine=True
-        )
+        persister = SQLAlchemyPersister(engine, table_name=table_name, schema=schema, serde=serde)
+        persister._owns_engine = True
+        return persister
 
     # -- facts -------------------------------------------------------------------------------
     @property
@@ -130,12 +131,13 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         return self._table
 
     def _upgrade_command(self) -> str:
-        args = ""
+        url = self._engine.url.render_as_string(hide_password=True)
+        args = f" --url '{url}'"
         if self._table_name != DEFAULT_TABLE_NAME:
             args += f" --table-name {self._table_name}"
         if self._schema is not None:
             args += f" --schema {self._schema}"
-        return f"burr-async db upgrade{args} (or await persister.initialize())"
+        return f"burr-async{args} db upgrade (or await persister.initialize())"
 
     # -- schema -------------------------------------------------------------------------------
     async def initialize(self) -> None:
@@ -423,7 +425,8 @@ class SQLitePersister(SQLAlchemyPersister):
         engine = create_engine(
             f"sqlite+aiosqlite:///{db_path}", sqlite_synchronous=synchronous, **engine_kwargs
         )
-        super().__init__(engine, table_name=table_name, serde=serde, _owns_engine=True)
+        super().__init__(engine, table_name=table_name, serde=serde)
+        self._owns_engine = True
 
 
 class PostgreSQLPersister(SQLAlchemyPersister):
@@ -452,10 +455,8 @@ class PostgreSQLPersister(SQLAlchemyPersister):
             port=port,
             database=db_name,
         )
-        return cls(
-            create_engine(url, **engine_kwargs),
-            table_name=table_name,
-            schema=schema,
-            serde=serde,
-            _owns_engine=True,
+        persister = cls(
+            create_engine(url, **engine_kwargs), table_name=table_name, schema=schema, serde=serde
         )
+        persister._owns_engine = True
+        return persister

@@ -34,12 +34,16 @@ def upgrade(table_name: str, schema: str | None = None) -> None:
         sa.Column("parent_app_uid", sa.Text(), nullable=True),
         sa.Column("parent_partition_key", sa.Text(), nullable=True),
         sa.Column("parent_sequence_id", sa.Integer(), nullable=True),
-        sa.PrimaryKeyConstraint("partition_key", "app_uid", "sequence_id", name=f"pk_{table_name}"),
-        sa.CheckConstraint("status IN ('completed', 'failed')", name=f"ck_{table_name}_status"),
+        sa.PrimaryKeyConstraint(
+            "partition_key", "app_uid", "sequence_id", name=op.f(f"pk_{table_name}")
+        ),
+        sa.CheckConstraint(
+            "status IN ('completed', 'failed')", name=op.f(f"ck_{table_name}_status")
+        ),
         schema=schema,
     )
     op.create_index(
-        f"ix_{table_name}_partition_key_created_at",
+        op.f(f"ix_{table_name}_partition_key_created_at"),
         table_name,
         ["partition_key", "created_at"],
         schema=schema,
@@ -47,5 +51,7 @@ def upgrade(table_name: str, schema: str | None = None) -> None:
 
 
 def downgrade(table_name: str, schema: str | None = None) -> None:
-    op.drop_index(f"ix_{table_name}_partition_key_created_at", table_name=table_name, schema=schema)
+    op.drop_index(
+        op.f(f"ix_{table_name}_partition_key_created_at"), table_name=table_name, schema=schema
+    )
     op.drop_table(table_name, schema=schema)

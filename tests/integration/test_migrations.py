@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -102,41 +103,36 @@ async def test_persister_initialize_provisions_its_table(db: Database) -> None:
         await migrate.downgrade(persister.engine, "base", table_name=name, schema=db.schema)
 
 
-def test_alembic_command_line_provisions_a_table(db: Database) -> None:
+async def test_alembic_command_line_provisions_a_table(db: Database) -> None:
     name = table_name()
     args = [sys.executable, "-m", "alembic", "-x", f"url={db.url}", "-x", f"table_name={name}"]
     if db.schema is not None:
         args += ["-x", f"schema={db.schema}"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for command in (["upgrade", "head"], ["current"], ["downgrade", "base"]):
-        done = subprocess.run(
-            [*args, *command], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
-        )
-        assert done.returncode == 0, done.stderr
+        with anyio.fail_after(120):
+            done = await anyio.run_process([*args, *command], cwd=REPO, env=env, check=False)
+        assert done.returncode == 0, done.stderr.decode()
         if command == ["current"]:
-            assert HEAD_REVISION in done.stdout
+            assert HEAD_REVISION in done.stdout.decode()
 
 
-def test_alembic_rejects_a_hostile_table_name(sqlite_db: Database) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "alembic",
-            "-x",
-            f"url={sqlite_db.url}",
-            "-x",
-            "table_name=x;drop table burr_state",
-            "upgrade",
-            "head",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+async def test_alembic_rejects_a_hostile_table_name(sqlite_db: Database) -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "alembic",
+        "-x",
+        f"url={sqlite_db.url}",
+        "-x",
+        "table_name=x;drop table burr_state",
+        "upgrade",
+        "head",
+    ]
+    with anyio.fail_after(120):
+        done = await anyio.run_process(command, cwd=REPO, check=False)
     assert done.returncode != 0
-    assert "Invalid table name" in done.stderr
+    assert "Invalid table name" in done.stderr.decode()
 
 
 async def _tables(engine: sa.ext.asyncio.AsyncEngine, schema: str | None) -> set[str]:
@@ -150,3 +146,74 @@ async def test_session_table_is_initialized(db: Database) -> None:
     persister = SQLAlchemyPersister.from_url(db.url, schema=db.schema)
     async with persister:
         assert await persister.is_initialized()
+
+
+async def test_constraint_names_follow_the_models(db: Database) -> None:
+    table = build_table(schema=db.schema)
+    engine = db.engine()
+    try:
+        async with engine.connect() as conn:
+
+            def names(sync: sa.Connection) -> tuple[Any, Any, Any]:
+                inspector = sa.inspect(sync)
+                return (
+                    inspector.get_pk_constraint("burr_state", schema=db.schema)["name"],
+                    {c["name"] for c in inspector.get_check_constraints("burr_state", db.schema)},
+                    {i["name"] for i in inspector.get_indexes("burr_state", schema=db.schema)},
+                )
+
+            pk, checks, indexes = await conn.run_sync(names)
+    finally:
+        await engine.dispose()
+    model_checks = {c.name for c in table.constraints if isinstance(c, sa.CheckConstraint)}
+    assert checks == model_checks == {"ck_burr_state_status"}
+    assert indexes == {i.name for i in table.indexes}
+    if db.backend == "postgres":  # SQLite does not keep primary key names
+        assert pk == table.primary_key.name == "pk_burr_state"
+
+
+async def test_concurrent_initialize_in_one_process(db: Database) -> None:
+    name = table_name()
+    persisters = [db.persister(table_name=name) for _ in range(3)]
+    try:
+        async with anyio.create_task_group() as tg:
+            for persister in persisters:
+                tg.start_soon(persister.initialize)
+        for persister in persisters:
+            assert await persister.is_initialized()
+        await persisters[0].save("p", "a", 0, "x", State({}), "completed")
+    finally:
+        await migrate.downgrade(persisters[0].engine, "base", table_name=name, schema=db.schema)
+        for persister in persisters:
+            await persister.aclose()
+
+
+async def test_workers_provisioning_at_once_all_succeed(postgres_db: Database) -> None:
+    name = table_name()
+    args = [
+        sys.executable,
+        "-m",
+        "alembic",
+        "-x",
+        f"url={postgres_db.url}",
+        "-x",
+        f"table_name={name}",
+        "-x",
+        f"schema={postgres_db.schema}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    codes: list[int] = []
+
+    async def worker() -> None:
+        done = await anyio.run_process([*args, "upgrade", "head"], cwd=REPO, env=env, check=False)
+        codes.append(done.returncode)
+        assert done.returncode == 0, done.stderr.decode()
+
+    try:
+        with anyio.fail_after(120):
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):
+                    tg.start_soon(worker)
+        assert codes == [0, 0, 0]
+    finally:
+        await anyio.run_process([*args, "downgrade", "base"], cwd=REPO, env=env)

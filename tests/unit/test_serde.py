@@ -150,12 +150,26 @@ def test_non_string_key_is_an_error() -> None:
     assert "1" in str(info.value)
 
 
+def test_an_unknown_tag_loads_as_the_plain_dict_it_is() -> None:
+    stored = {"k": {"__burr_async__": "mystery", "value": 1}}
+    assert OrjsonSerde().loads(orjson.dumps(stored)) == stored
+
+
+class _Moved(BaseModel):
+    x: int
+
+
+def test_a_pydantic_class_that_cannot_be_imported_is_a_clear_error() -> None:
+    data = OrjsonSerde().dumps({"m": _Moved(x=1)}).replace(b"_Moved", b"_Gone")
+    with pytest.raises(SerializationError, match=r"'tests\.unit\.test_serde:_Gone'.*cannot be"):
+        OrjsonSerde().loads(data)
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
         (b"{not json", "not valid JSON"),
         (b"[1, 2]", "JSON object"),
-        (b'{"k": {"__burr_async__": "mystery", "value": 1}}', "mystery"),
     ],
 )
 def test_loads_rejects_bad_data(data: bytes, message: str) -> None:

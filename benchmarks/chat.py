@@ -1,0 +1,89 @@
+"""The chat-like state every contender runs: same shape, same size, same transitions.
+
+An application is the two-node chat loop of ``examples/chatbot.py``: ``human_converse`` takes a
+question (an input) and appends it to ``chat_history``; ``ai_converse`` appends a deterministic
+answer. One *turn* is those two steps; every step writes the whole state.
+
+``chat_history`` is a window of the last :data:`WINDOW` messages and starts full (seeded), so every
+step writes the same ~16 KB whatever the workload's length: a 20-step app in W2 writes rows of
+the same size as step 500 of W1. Contenders share these functions so that the work inside an
+action is identical; only the framework and the write path around it differ.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any, TypedDict
+
+import orjson
+
+__all__ = [
+    "PARTITION_KEY",
+    "WINDOW",
+    "Message",
+    "answer",
+    "encoded_state_size",
+    "initial_state",
+    "push",
+    "question",
+    "seed_history",
+]
+
+WINDOW = 250
+"""Messages kept in ``chat_history``."""
+
+PARTITION_KEY = "bench"
+"""The partition key (user) of every benchmark application."""
+
+_FILLER = "how would you store every step of this chat durably?"
+
+
+class Message(TypedDict):
+    role: str
+    content: str
+
+
+def question(turn: int) -> str:
+    """The user's question at ``turn`` (~32 characters)."""
+    return f"q{turn:06d} {_FILLER[:25]}"
+
+
+def answer(text: str) -> str:
+    """The assistant's deterministic answer to the question ``text`` (~32 characters)."""
+    return f"a{text[1:7]} re: {text[8:26]}"
+
+
+def push(history: list[Message], message: Message) -> list[Message]:
+    """A new list: ``history`` plus ``message``, keeping the last :data:`WINDOW` messages."""
+    if len(history) >= WINDOW:
+        return [*history[len(history) - WINDOW + 1 :], message]
+    return [*history, message]
+
+
+@cache
+def _seed() -> tuple[Message, ...]:
+    messages: list[Message] = []
+    for turn in range(-(WINDOW // 2), 0):
+        q = question(turn)
+        messages.append({"role": "user", "content": q})
+        messages.append({"role": "assistant", "content": answer(q)})
+    return tuple(messages[-WINDOW:])
+
+
+def seed_history() -> list[Message]:
+    """A full window of earlier messages (a new list; the dicts are shared, never mutated)."""
+    return list(_seed())
+
+
+def initial_state() -> dict[str, Any]:
+    """The state an application starts from: a full history, no question or response yet."""
+    return {"question": "", "response": "", "chat_history": seed_history()}
+
+
+def encoded_state_size() -> int:
+    """Bytes of one step's encoded state (orjson), as written by every step."""
+    state = initial_state()
+    q = question(0)
+    state["question"] = q
+    state["response"] = answer(q)
+    return len(orjson.dumps(state))

@@ -1,0 +1,193 @@
+"""What every contender implements, and the workloads written once on top of it."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Protocol
+
+from benchmarks import chat
+from benchmarks.targets import Backend, Target
+from benchmarks.workloads import Sizes
+
+__all__ = ["ChatApp", "Contender", "Options", "Timed", "WorkloadError", "sqlite_pragmas"]
+
+LangGraphDurability = Literal["sync", "async", "exit"]
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Settings the CLI passes to every contender."""
+
+    langgraph_durability: LangGraphDurability = "sync"
+
+
+class WorkloadError(RuntimeError):
+    """A contender produced a wrong result (the figure would be meaningless)."""
+
+
+class ChatApp(Protocol):
+    """One running chat application of a contender."""
+
+    async def turn(self, n: int) -> None:
+        """Run turn ``n``: ``human_converse`` with ``chat.question(n)``, then ``ai_converse``;
+        with a persister, each of the two steps is committed before the next one starts."""
+        ...
+
+
+class Contender(ABC):
+    """A way to run (and persist) the chat applications of :mod:`benchmarks.chat`.
+
+    Subclasses set up their connections in :meth:`open`, release them in :meth:`aclose`, and
+    provide :meth:`new_app` and :meth:`load_app`; :meth:`run` times the workloads with them.
+    """
+
+    key: ClassVar[str]
+    backends: ClassVar[frozenset[Backend]] = frozenset({"memory", "sqlite", "postgres"})
+
+    def __init__(self, target: Target, options: Options) -> None:
+        self.target = target
+        self.options = options
+
+    @property
+    def backend(self) -> Backend:
+        return self.target.backend
+
+    async def open(self) -> None:  # noqa: B027 (optional hook: most contenders connect)
+        """Connect and provision tables (untimed)."""
+
+    async def aclose(self) -> None:  # noqa: B027 (optional hook)
+        """Release what :meth:`open` acquired."""
+
+    async def durability(self) -> str:
+        """How this contender commits, and its SQLite journal/synchronous or Postgres
+        ``synchronous_commit`` as read back from its own connection."""
+        return "no persistence"
+
+    @abstractmethod
+    async def new_app(self, app_id: str, *, persist: bool, concurrent: bool) -> ChatApp:
+        """A fresh application starting from ``chat.initial_state()``; ``persist`` says whether
+        its steps are written; ``concurrent`` that it will run alongside many others (W2)."""
+
+    async def load_app(self, app_id: str) -> str:
+        """Resume a stored application the way a user would (W3) and return the ``question``
+        of its loaded state."""
+        raise NotImplementedError
+
+    def supports(self, workload: str) -> bool:
+        """Whether this contender runs ``workload`` on its backend."""
+        if self.backend == "memory":
+            return workload == "W0"
+        return workload != "W0"
+
+    # -- the workloads --------------------------------------------------------------------------
+    async def run(
+        self, workload: str, sizes: Sizes, tag: str, *, timed: Timed | None = None
+    ) -> float:
+        """Run ``workload`` once; the elapsed seconds of its timed part. ``tag`` makes the app
+        ids of this run unique within the contender's table; ``timed`` (a profiler) is started
+        and stopped around exactly the timed part."""
+        timed = timed or _NoProfiler()
+        if workload == "W0":
+            return await self._sequential(f"{tag}-w0", sizes.w0_steps, timed, persist=False)
+        if workload == "W1":
+            return await self._sequential(f"{tag}-w1", sizes.w1_steps, timed, persist=True)
+        if workload == "W2":
+            ids = [f"{tag}-w2-{i}" for i in range(sizes.w2_apps)]
+            return await self._concurrent(ids, sizes.w2_steps, timed)
+        if workload == "W3":
+            ids = [f"{tag}-w3-{i}" for i in range(sizes.w3_apps)]
+            return await self._resume(ids, sizes.w3_seed_steps, timed)
+        raise ValueError(f"unknown workload {workload!r}")
+
+    async def _sequential(self, app_id: str, steps: int, timed: Timed, *, persist: bool) -> float:
+        app = await self.new_app(app_id, persist=persist, concurrent=False)
+        gc.collect()
+        with _timing(timed) as elapsed:
+            for n in range(steps // 2):
+                await app.turn(n)
+        if persist:
+            await self._check_stored([app_id], steps)
+        return elapsed()
+
+    async def _concurrent(self, app_ids: Sequence[str], steps: int, timed: Timed) -> float:
+        apps = [await self.new_app(i, persist=True, concurrent=True) for i in app_ids]
+        gc.collect()
+        with _timing(timed) as elapsed:
+            await asyncio.gather(*(_run_turns(app, steps // 2) for app in apps))
+        await self._check_stored([app_ids[0], app_ids[-1]], steps)
+        return elapsed()
+
+    async def _resume(self, app_ids: Sequence[str], seed_steps: int, timed: Timed) -> float:
+        apps = [await self.new_app(i, persist=True, concurrent=True) for i in app_ids]
+        await asyncio.gather(*(_run_turns(app, seed_steps // 2) for app in apps))
+        del apps
+        gc.collect()
+        loaded: list[str] = []
+        with _timing(timed) as took:
+            for app_id in app_ids:
+                loaded.append(await self.load_app(app_id))
+        self._check(app_ids, loaded, seed_steps)
+        return took()
+
+    async def _check_stored(self, app_ids: Sequence[str], steps: int) -> None:
+        """Untimed: the apps' last steps were stored (loading them gives their last state)."""
+        self._check(app_ids, [await self.load_app(i) for i in app_ids], steps)
+
+    def _check(self, app_ids: Sequence[str], loaded: Sequence[str], steps: int) -> None:
+        expected = chat.question(steps // 2 - 1)
+        wrong = [(i, q) for i, q in zip(app_ids, loaded, strict=True) if q != expected]
+        if wrong:
+            raise WorkloadError(
+                f"{self.key} on {self.backend}: stored apps hold the wrong state "
+                f"(expected question {expected!r} after {steps} steps): {wrong[:3]}"
+            )
+
+
+class Timed(Protocol):
+    """Something started and stopped around a timed section (pyinstrument's Profiler is one)."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> object: ...
+
+
+class _NoProfiler:
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+@contextmanager
+def _timing(timed: Timed) -> Iterator[Callable[[], float]]:
+    """``with _timing(t) as elapsed:`` times the block (``elapsed()`` afterwards, in seconds),
+    with ``t`` started and stopped around it."""
+    times: list[float] = []
+    timed.start()
+    times.append(time.perf_counter())
+    try:
+        yield lambda: times[1] - times[0]
+    finally:
+        times.append(time.perf_counter())
+        timed.stop()
+
+
+async def _run_turns(app: ChatApp, turns: int) -> None:
+    for n in range(turns):
+        await app.turn(n)
+
+
+_SYNCHRONOUS = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+
+
+def sqlite_pragmas(journal_mode: object, synchronous: object) -> str:
+    """``journal_mode=wal, synchronous=FULL`` from the raw PRAGMA answers."""
+    sync = _SYNCHRONOUS.get(int(str(synchronous)), str(synchronous))
+    return f"journal_mode={str(journal_mode).lower()}, synchronous={sync}"

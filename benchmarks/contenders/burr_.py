@@ -1,0 +1,154 @@
+"""Apache Burr (package ``apache-burr``) with its async persisters:
+``burr.integrations.persisters.b_aiosqlite.AsyncSQLitePersister`` and
+``burr.integrations.persisters.b_asyncpg.AsyncPostgreSQLPersister``, the same chat graph, built
+with ``await ApplicationBuilder()...abuild()`` and run with ``await app.arun(...)``.
+
+- SQLite: the persister over one aiosqlite connection that we open so that it runs with the same
+  pragmas as burr_async (WAL, the run's ``synchronous``); Burr's own ``from_values`` would leave
+  SQLite's defaults (rollback journal, ``synchronous=FULL``). Burr executes the INSERT in an
+  implicit transaction and then calls ``commit()``; all apps share the connection.
+- Postgres: the persister over an asyncpg pool of 10 (what ``from_values(use_pool=True)``
+  creates), with ``search_path`` set to the run's schema; autocommit INSERT per step; asyncpg's
+  default reset query runs on every release to the pool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from burr.core import Application, ApplicationBuilder, State, action, default
+from burr.integrations.persisters.b_aiosqlite import AsyncSQLitePersister
+from burr.integrations.persisters.b_asyncpg import AsyncPostgreSQLPersister
+
+from benchmarks import chat
+from benchmarks.contenders.base import ChatApp, Contender, Options, sqlite_pragmas
+from benchmarks.targets import Target
+
+__all__ = ["create"]
+
+TABLE = "burr_state"
+HALT_AFTER = ["ai_converse"]
+
+
+@action(reads=["chat_history"], writes=["question", "chat_history"])
+async def human_converse(state: State[Any], question: str) -> tuple[dict[str, str], State[Any]]:
+    message: chat.Message = {"role": "user", "content": question}
+    new_state = state.update(
+        question=question, chat_history=chat.push(state["chat_history"], message)
+    )
+    return {"question": question}, new_state
+
+
+@action(reads=["question", "chat_history"], writes=["response", "chat_history"])
+async def ai_converse(state: State[Any]) -> tuple[dict[str, str], State[Any]]:
+    response = chat.answer(state["question"])
+    message: chat.Message = {"role": "assistant", "content": response}
+    new_state = state.update(
+        response=response, chat_history=chat.push(state["chat_history"], message)
+    )
+    return {"response": response}, new_state
+
+
+Persister = AsyncSQLitePersister | AsyncPostgreSQLPersister
+
+
+async def build_chat_app(
+    app_id: str, persister: Persister | None, *, resume: bool = False
+) -> Application[Any]:
+    builder: ApplicationBuilder[Any] = (
+        ApplicationBuilder()  # type: ignore[no-untyped-call]
+        .with_actions(human_converse, ai_converse)
+        .with_transitions(
+            ("human_converse", "ai_converse", default),
+            ("ai_converse", "human_converse", default),
+        )
+        .with_identifiers(app_id=app_id, partition_key=chat.PARTITION_KEY)
+    )
+    if resume:
+        assert persister is not None
+        builder = builder.initialize_from(
+            persister,
+            resume_at_next_action=True,
+            default_state=chat.initial_state(),
+            default_entrypoint="human_converse",
+        )
+    else:
+        builder = builder.with_state(**chat.initial_state()).with_entrypoint("human_converse")
+    if persister is not None:
+        builder = builder.with_state_persister(persister)
+    return await builder.abuild()
+
+
+class _Chat:
+    __slots__ = ("app",)
+
+    def __init__(self, app: Application[Any]) -> None:
+        self.app = app
+
+    async def turn(self, n: int) -> None:
+        await self.app.arun(halt_after=HALT_AFTER, inputs={"question": chat.question(n)})
+
+
+class BurrContender(Contender):
+    key = "burr"
+
+    async def open(self) -> None:
+        self.persister: Persister | None = None
+        if self.backend == "sqlite":
+            import aiosqlite
+
+            conn = await aiosqlite.connect(self.target.sqlite_path(self.key))
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute(f"PRAGMA synchronous={self.target.sqlite_synchronous}")
+            await conn.execute("PRAGMA busy_timeout=30000")
+            self.persister = AsyncSQLitePersister(connection=conn, table_name=TABLE)
+            await self.persister.initialize()  # type: ignore[no-untyped-call]
+        elif self.backend == "postgres":
+            import asyncpg
+
+            pg = self.target.pg
+            self.pool = await asyncpg.create_pool(
+                **pg.asyncpg_kwargs(),
+                min_size=pg.pool_size,
+                max_size=pg.pool_size,
+                server_settings={"search_path": pg.schema},
+            )
+            self.persister = AsyncPostgreSQLPersister(pool=self.pool, table_name=TABLE)
+            await self.persister.initialize()  # type: ignore[no-untyped-call]
+
+    async def aclose(self) -> None:
+        if isinstance(self.persister, AsyncSQLitePersister):
+            await self.persister.cleanup()  # type: ignore[no-untyped-call]
+        elif isinstance(self.persister, AsyncPostgreSQLPersister):
+            await self.pool.close()
+
+    async def durability(self) -> str:
+        if isinstance(self.persister, AsyncSQLitePersister):
+            conn = self.persister.connection
+            async with conn.execute("PRAGMA journal_mode") as cur:
+                journal = (await cur.fetchone() or ("?",))[0]
+            async with conn.execute("PRAGMA synchronous") as cur:
+                sync = (await cur.fetchone() or ("?",))[0]
+            return (
+                f"{sqlite_pragmas(journal, sync)} (set by us; Burr's from_values leaves the "
+                "rollback journal); 1 shared aiosqlite connection, INSERT then commit()"
+            )
+        if isinstance(self.persister, AsyncPostgreSQLPersister):
+            async with self.pool.acquire() as conn:
+                setting = await conn.fetchval("SHOW synchronous_commit")
+            return (
+                f"synchronous_commit={setting}; AsyncPostgreSQLPersister on an asyncpg pool of "
+                f"{self.target.pg.pool_size}, autocommit INSERT"
+            )
+        return await super().durability()
+
+    async def new_app(self, app_id: str, *, persist: bool, concurrent: bool) -> ChatApp:
+        return _Chat(await build_chat_app(app_id, self.persister if persist else None))
+
+    async def load_app(self, app_id: str) -> str:
+        app = await build_chat_app(app_id, self.persister, resume=True)
+        return str(app.state["question"])
+
+
+def create(target: Target, options: Options) -> Contender:
+    return BurrContender(target, options)

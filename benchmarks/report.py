@@ -1,0 +1,266 @@
+"""The report: results (medians), ratios, targets, durability settings and the environment, as
+Markdown for the terminal and for the marked section of ``docs/performance.md``."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import re
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks import chat
+from benchmarks.contenders import CONTENDERS
+from benchmarks.runner import RunResult
+from benchmarks.workloads import WORKLOADS, Workload
+
+__all__ = ["DOCS_PATH", "render", "write_docs"]
+
+DOCS_PATH = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
+START_MARK = "<!-- bench:start -->"
+END_MARK = "<!-- bench:end -->"
+
+_PACKAGES = (
+    "burr_async",
+    "sqlalchemy",
+    "aiosqlite",
+    "asyncpg",
+    "orjson",
+    "apache-burr",
+    "langgraph",
+    "langgraph-checkpoint",
+    "langgraph-checkpoint-sqlite",
+    "langgraph-checkpoint-postgres",
+    "psycopg",
+)
+
+
+def _fmt(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _spread(values: list[float]) -> str:
+    if len(values) < 2:
+        return ""
+    median = statistics.median(values)
+    half = (max(values) - min(values)) / 2
+    return f" ±{100 * half / median:.0f}%" if median else ""
+
+
+def _table(header: list[str], rows: list[list[str]], align: list[str]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |"]
+    lines.append("|" + "|".join("---:" if a == "r" else "---" for a in align) + "|")
+    lines.extend("| " + " | ".join(row) + " |" for row in rows)
+    return lines
+
+
+def _row_label(workload: Workload, backend: str) -> tuple[str, str]:
+    where = "—" if backend == "memory" else backend
+    return f"{workload.key} {workload.title} ({workload.unit})", where
+
+
+def _results(result: RunResult) -> list[str]:
+    keys = [e.key for e in result.config.contenders]
+    header = ["workload", "backend", *(CONTENDERS[k].label for k in keys)]
+    rows: list[list[str]] = []
+    for wkey, backend in result.ran():
+        workload = WORKLOADS[wkey]
+        label, where = _row_label(workload, backend)
+        cells = []
+        for key in keys:
+            values = result.values(wkey, backend, key)
+            if values:
+                cells.append(_fmt(statistics.median(values)) + _spread(values))
+            else:
+                status = result.status.get((key, backend), "")
+                cells.append(
+                    "not installed"
+                    if status.startswith("not installed")
+                    else ("failed" if status.startswith("failed") else "—")
+                )
+        rows.append([label, where, *cells])
+    return _table(header, rows, ["l", "l", *("r" for _ in keys)])
+
+
+def _time_ratio(result: RunResult, wkey: str, backend: str, a: str, b: str) -> float | None:
+    """``a``'s time per unit divided by ``b``'s (below 1: ``a`` is faster)."""
+    va, vb = result.median(wkey, backend, a), result.median(wkey, backend, b)
+    if va is None or vb is None or va == 0 or vb == 0:
+        return None
+    return vb / va if WORKLOADS[wkey].higher_is_better else va / vb
+
+
+def _ratios(result: RunResult) -> list[str]:
+    others = [e.key for e in result.config.contenders if e.key != "burr_async"]
+    if not others:
+        return []
+    header = ["workload", "backend", *(f"burr_async ÷ {CONTENDERS[k].label}" for k in others)]
+    rows = []
+    for wkey, backend in result.ran():
+        label, where = _row_label(WORKLOADS[wkey], backend)
+        cells = []
+        for key in others:
+            ratio = _time_ratio(result, wkey, backend, "burr_async", key)
+            cells.append("—" if ratio is None else f"{ratio:.2f}x")
+        rows.append([label.split(" (")[0], where, *cells])
+    return _table(header, rows, ["l", "l", *("r" for _ in others)])
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    workload: str
+    backend: str
+    against: str
+    limit: float
+    strict: bool
+    text: str
+
+
+_TARGETS = (
+    _Target("W0", "memory", "burr", 1.0, True, "below Burr's per-step runtime cost"),
+    _Target("W1", "sqlite", "raw", 1.3, False, "≤ 1.30x the raw driver per step"),
+    _Target("W1", "postgres", "raw", 1.3, False, "≤ 1.30x the raw driver per step"),
+    _Target("W2", "sqlite", "burr", 1.0, True, "ahead of Burr (more steps/s)"),
+    _Target("W2", "postgres", "burr", 1.0, True, "ahead of Burr (more steps/s)"),
+    _Target("W3", "sqlite", "raw", 1.25, False, "≥ 0.80x the raw driver's apps/s"),
+    _Target("W3", "postgres", "raw", 1.25, False, "≥ 0.80x the raw driver's apps/s"),
+)
+
+
+def _targets(result: RunResult) -> list[str]:
+    """The issue's targets for the (workload, backend) pairs that ran."""
+    rows = []
+    ran = set(result.ran())
+    for t in _TARGETS:
+        if (t.workload, t.backend) not in ran:
+            continue
+        ratio = _time_ratio(result, t.workload, t.backend, "burr_async", t.against)
+        if ratio is None:
+            measured, status = "—", f"not measured ({CONTENDERS[t.against].label} did not run)"
+        else:
+            if t.workload in ("W2", "W3"):
+                measured = f"{1 / ratio:.2f}x {CONTENDERS[t.against].label}'s throughput"
+            else:
+                measured = f"{ratio:.2f}x {CONTENDERS[t.against].label}'s time"
+            met = ratio < t.limit if t.strict else ratio <= t.limit
+            status = "met" if met else "**missed**"
+            if result.config.quick:
+                status = "not judged (smoke sizes)"
+        where = "—" if t.backend == "memory" else t.backend
+        rows.append(
+            [f"{t.workload} {WORKLOADS[t.workload].title}", where, t.text, measured, status]
+        )
+    return _table(
+        ["workload", "backend", "target for burr_async", "measured", "status"],
+        rows,
+        ["l", "l", "l", "r", "l"],
+    )
+
+
+def _durability(result: RunResult) -> list[str]:
+    rows = [
+        [CONTENDERS[c].label, b, s]
+        for (c, b), s in sorted(
+            result.durability.items(),
+            key=lambda item: (list(CONTENDERS).index(item[0][0]), item[0][1]),
+        )
+        if b != "memory"
+    ]
+    unavailable = [
+        [CONTENDERS[c].label, b, s]
+        for (c, b), s in result.status.items()
+        if s != "ok" and b != "memory" and not s.startswith("skipped")
+    ]
+    return _table(
+        ["contender", "backend", "durability and connections"], rows + unavailable, ["l", "l", "l"]
+    )
+
+
+def _versions() -> str:
+    found = []
+    for name in _PACKAGES:
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return ", ".join(found)
+
+
+def render(result: RunResult) -> str:
+    """The whole report as Markdown."""
+    cfg = result.config
+    sizes = cfg.sizes
+    lines = [
+        f"Run of {result.started}: {cfg.rounds} round(s), median shown"
+        + (" with ± half the min-max spread" if cfg.rounds > 1 else "")
+        + f"; {'QUICK smoke sizes, not comparable' if cfg.quick else 'full sizes'};"
+        f" {result.wall_seconds:.0f} s wall.",
+        "",
+        f"State: ~{chat.encoded_state_size() / 1024:.1f} KB per step ({chat.WINDOW} messages "
+        "in chat_history, the whole state written every step). Workloads: "
+        + "; ".join(f"{w.key} {w.describe(sizes)}" for w in cfg.workloads)
+        + ".",
+        "",
+        *_results(result),
+        "",
+    ]
+    cpus = os.cpu_count() or 1
+    if result.load_at_start is not None and result.load_at_start > 0.5 * cpus:
+        lines += [
+            f"**The machine was busy**: load average {result.load_at_start:.2f} on {cpus} "
+            "CPUs before the run started. Treat these figures as indicative and compare "
+            "ratios within this run only.",
+            "",
+        ]
+    if any(w == "W0" for w, _ in result.ran()):
+        lines += [
+            "W0's raw-driver column is the same state transitions in a plain Python loop (no "
+            "framework, no database).",
+            "",
+        ]
+    if ratios := _ratios(result):
+        lines += [
+            "burr_async's time per unit divided by each contender's (below 1.00x: burr_async "
+            "is faster; for W2 and W3 the inverse of the throughput ratio):",
+            "",
+            *ratios,
+            "",
+        ]
+    lines += [
+        "Targets:",
+        "",
+        *_targets(result),
+        "",
+        "Durability as configured and read back from each contender's own connection:",
+        "",
+    ]
+    lines += [*_durability(result), ""]
+    facts = dict(result.facts)
+    facts["Python"] = (
+        f"{platform.python_version()} ({sys.implementation.name}), {platform.platform()}"
+    )
+    facts["packages"] = _versions()
+    lines += [f"- {name}: {value}" for name, value in facts.items()]
+    if result.skipped_backends:
+        lines += [f"- skipped {b}: {reason}" for b, reason in result.skipped_backends.items()]
+    if result.failures:
+        lines += ["", "Failures:", "", *(f"- {f}" for f in result.failures)]
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(markdown: str, path: Path = DOCS_PATH) -> None:
+    """Replace the text between the bench markers of ``path`` with ``markdown``."""
+    text = path.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(START_MARK) + r".*?" + re.escape(END_MARK), re.DOTALL)
+    if not pattern.search(text):
+        raise ValueError(f"{path} has no {START_MARK} ... {END_MARK} section to regenerate")
+    note = "<!-- generated by `python -m benchmarks --write-docs`; edits here are overwritten -->"
+    block = f"{START_MARK}\n{note}\n\n{markdown}\n{END_MARK}"
+    path.write_text(pattern.sub(lambda _m: block, text, count=1), encoding="utf-8")

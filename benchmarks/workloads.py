@@ -1,0 +1,116 @@
+"""The workloads W0-W3: what each measures, its sizes, and how its figure is computed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["FULL", "QUICK", "WARMUP", "WORKLOADS", "Sizes", "Workload", "parse_workloads"]
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    """How big each workload is. Steps come in turns of two (``human_converse``, ``ai_converse``),
+    so step counts are even."""
+
+    w0_steps: int
+    w1_steps: int
+    w2_apps: int
+    w2_steps: int
+    w3_apps: int
+    w3_seed_steps: int
+
+    def __post_init__(self) -> None:
+        for name in ("w0_steps", "w1_steps", "w2_steps", "w3_seed_steps"):
+            value = getattr(self, name)
+            if value <= 0 or value % 2:
+                raise ValueError(f"{name} must be a positive even number of steps, not {value}")
+
+
+FULL = Sizes(w0_steps=10_000, w1_steps=500, w2_apps=100, w2_steps=20, w3_apps=100, w3_seed_steps=2)
+"""What ``make bench`` runs (the sizes of the issue)."""
+
+QUICK = Sizes(w0_steps=200, w1_steps=20, w2_apps=10, w2_steps=4, w3_apps=10, w3_seed_steps=2)
+"""``--quick``: a smoke run that only shows every path works."""
+
+WARMUP = Sizes(w0_steps=200, w1_steps=20, w2_apps=20, w2_steps=2, w3_apps=10, w3_seed_steps=2)
+"""One untimed pass before the first round: imports, prepared statements, every pooled
+connection opened (W2 runs 20 apps at once, more than any pool's 10 connections)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """One workload: ``metric(elapsed_seconds, sizes)`` gives its figure in ``unit``."""
+
+    key: str
+    title: str
+    unit: str
+    higher_is_better: bool
+    needs_database: bool
+    metric: Callable[[float, Sizes], float]
+    describe: Callable[[Sizes], str]
+
+
+def _per(count: Callable[[Sizes], int], scale: float) -> Callable[[float, Sizes], float]:
+    return lambda elapsed, sizes: elapsed * scale / count(sizes)
+
+
+def _rate(count: Callable[[Sizes], int]) -> Callable[[float, Sizes], float]:
+    return lambda elapsed, sizes: count(sizes) / elapsed
+
+
+WORKLOADS: dict[str, Workload] = {
+    w.key: w
+    for w in (
+        Workload(
+            "W0",
+            "runtime alone",
+            "µs/step",
+            higher_is_better=False,
+            needs_database=False,
+            metric=_per(lambda s: s.w0_steps, 1e6),
+            describe=lambda s: f"one app, {s.w0_steps:,} steps, no persister",
+        ),
+        Workload(
+            "W1",
+            "sequential",
+            "µs/step",
+            higher_is_better=False,
+            needs_database=True,
+            metric=_per(lambda s: s.w1_steps, 1e6),
+            describe=lambda s: f"one app, {s.w1_steps:,} sequential steps, each persisted",
+        ),
+        Workload(
+            "W2",
+            "concurrent",
+            "steps/s",
+            higher_is_better=True,
+            needs_database=True,
+            metric=_rate(lambda s: s.w2_apps * s.w2_steps),
+            describe=lambda s: f"{s.w2_apps} apps x {s.w2_steps} steps, all apps at once",
+        ),
+        Workload(
+            "W3",
+            "resume",
+            "apps/s",
+            higher_is_better=True,
+            needs_database=True,
+            metric=_rate(lambda s: s.w3_apps),
+            describe=lambda s: (
+                f"load and build {s.w3_apps} stored apps one after another "
+                "(initialize_from + abuild)"
+            ),
+        ),
+    )
+}
+
+
+def parse_workloads(spec: str | None) -> list[Workload]:
+    """``"W1,W2"`` (case-insensitive) as workloads, in W0-W3 order; all of them for None."""
+    if not spec:
+        return list(WORKLOADS.values())
+    wanted = {part.strip().upper() for part in spec.split(",") if part.strip()}
+    unknown = wanted - WORKLOADS.keys()
+    if unknown:
+        raise ValueError(f"unknown workload(s) {sorted(unknown)}; choose from {list(WORKLOADS)}")
+    return [w for key, w in WORKLOADS.items() if key in wanted]
