@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 import sqlalchemy as sa
 
@@ -129,7 +130,7 @@ async def test_a_cancelled_step_still_lands_whole(persister: SQLAlchemyPersister
     await app.astep()  # the schema check and the writer connection are warm
     async with anyio.create_task_group() as tg:
         tg.start_soon(app.astep)
-        await anyio.sleep(0)  # the step is now inside its write
+        await anyio.lowlevel.checkpoint()  # the step is now inside its write
         tg.cancel_scope.cancel()
     stored = await persister.load("tester", app.uid)
     assert stored is not None
