@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import anyio
-
+from burr_async._shield import run_to_completion
 from burr_async.actions import (
     Action,
     ResultDict,
@@ -369,11 +369,13 @@ class Application:
     async def _commit(
         self, act: Action, sequence_id: int, state: State, result: ResultDict
     ) -> None:
-        await self._persist(act, sequence_id, state, "completed", None)
+        cancelled = await self._persist(act, sequence_id, state, "completed", None)
         self._state = state
         self._sequence_id = sequence_id
         self._position = act.name
         self._status = "completed"
+        if cancelled:  # the step landed whole; now the cancellation may go through
+            raise asyncio.CancelledError
         if self._has_step_hooks and self._hooks.has("post_run_step"):
             await self._hooks.call(
                 "post_run_step",
@@ -391,7 +393,7 @@ class Application:
         """Store a ``failed`` step (state as it was before the action) so that a resumed
         application runs the action again; the caller re-raises ``exc``."""
         try:
-            await self._persist(
+            cancelled = await self._persist(
                 act, sequence_id, self._state, "failed", f"{type(exc).__name__}: {exc}"
             )
         except PersistenceError as write_error:
@@ -400,6 +402,8 @@ class Application:
         self._sequence_id = sequence_id
         self._position = act.name
         self._status = "failed"
+        if cancelled:
+            raise asyncio.CancelledError
         if self._has_step_hooks and self._hooks.has("post_run_step"):
             try:
                 await self._hooks.call(
@@ -418,13 +422,16 @@ class Application:
 
     async def _persist(
         self, act: Action, sequence_id: int, state: State, status: Status, error: str | None
-    ) -> None:
+    ) -> bool:
+        """Save the step and return once it is durable, even if the caller is cancelled
+        meanwhile; returns whether a cancellation arrived (the caller re-raises it once the
+        application agrees with what was stored)."""
         persister = self._persister
         if persister is None:
-            return
+            return False
         try:
-            with anyio.CancelScope(shield=True):
-                await persister.save(
+            _, cancelled = await run_to_completion(
+                persister.save(
                     self._partition_key,
                     self._uid,
                     sequence_id,
@@ -433,6 +440,8 @@ class Application:
                     status,
                     error=error,
                 )
+            )
+            return cancelled
         except BurrAsyncError as exc:
             if isinstance(exc, PersistenceError) and exc.app_id is None:
                 raise PersistenceError(

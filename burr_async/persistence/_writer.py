@@ -17,6 +17,7 @@ cost of a small INSERT.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ import anyio
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from burr_async._shield import run_to_completion
 from burr_async.errors import ConcurrentStepError, PersistenceError
 
 __all__: list[str] = []
@@ -112,27 +114,32 @@ class _GroupWriter:
 
     async def write(self, values: RowValues) -> None:
         """Commit one row; raises ConcurrentStepError when its key is taken, PersistenceError
-        when the database fails. Once called it runs to completion (cancellation waits), so a
-        caller never has to guess whether its row landed."""
+        when the database fails. Once called it runs to completion: a cancellation (anyio or
+        asyncio) is raised only after the row's fate is settled, so the writer's queue and
+        connection are never left half-way."""
+        _, cancelled = await run_to_completion(self._write(values))
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _write(self, values: RowValues) -> None:
         pending = _Pending(values)
         self._queue.append(pending)
-        with anyio.CancelScope(shield=True):
-            if self._leading:
-                await pending.wait()
-            if not pending.finished:  # idle writer, or leadership handed over to this row
-                self._leading = True
-                batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
-                try:
-                    await self._flush(batch)
-                except Exception as exc:  # unexpected: still, no caller is left waiting
-                    for row in batch:
-                        if not row.finished:
-                            row.finish(self._error("Saving the step failed", exc, row.values))
-                finally:
-                    if self._queue:
-                        self._queue[0].wake()  # the next waiting row leads the next batch
-                    else:
-                        self._leading = False
+        if self._leading:
+            await pending.wait()
+        if not pending.finished:  # idle writer, or leadership handed over to this row
+            self._leading = True
+            batch, self._queue = self._queue[:_MAX_BATCH], self._queue[_MAX_BATCH:]
+            try:
+                await self._flush(batch)
+            except Exception as exc:  # unexpected: still, no caller is left waiting
+                for row in batch:
+                    if not row.finished:
+                        row.finish(self._error("Saving the step failed", exc, row.values))
+            finally:
+                if self._queue:
+                    self._queue[0].wake()  # the next waiting row leads the next batch
+                else:
+                    self._leading = False
         if pending.error is not None:
             raise pending.error
 

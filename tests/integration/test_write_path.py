@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -138,3 +139,41 @@ async def test_a_cancelled_step_still_lands_whole(persister: SQLAlchemyPersister
     assert (stored.sequence_id, stored.position) == (app.sequence_id, app.position)
     assert stored.state == app.state
     assert app.sequence_id == 1
+
+
+async def test_asyncio_cancellation_never_splits_a_step(persister: SQLAlchemyPersister) -> None:
+    """``Task.cancel()`` (as ``asyncio.wait_for`` and ``asyncio.timeout`` use) at any point of a
+    step: afterwards the application and the database agree on where it is."""
+    from burr_async import ApplicationBuilder, action
+
+    @action(reads=["n"], writes=["n"])
+    async def tick(state: State) -> State:
+        await asyncio.sleep(0)
+        return state.increment(n=1)
+
+    app = await (
+        ApplicationBuilder()
+        .with_actions(tick)
+        .with_transitions(("tick", "tick"))
+        .with_entrypoint("tick")
+        .with_state(n=0)
+        .with_state_persister(persister)
+        .with_identifiers(app_id=new_id(), partition_key="p")
+        .abuild()
+    )
+    await app.astep()
+    cancelled = 0
+    for attempt in range(40):
+        task = asyncio.ensure_future(app.astep())
+        for _ in range(attempt % 5):  # cancel at a different point each time
+            await asyncio.sleep(0)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            cancelled += 1
+        stored = await persister.load("p", app.uid)
+        assert stored is not None
+        assert (stored.sequence_id, stored.state) == (app.sequence_id, app.state)
+        assert app.state["n"] == app.sequence_id + 1
+    assert cancelled > 0
