@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import anyio
@@ -11,6 +12,13 @@ import anyio
 __all__ = ["run_to_completion"]
 
 T = TypeVar("T")
+
+_settling: ContextVar[bool] = ContextVar("burr_async_settling", default=False)
+
+
+async def _settled(work: Coroutine[Any, Any, T]) -> T:
+    _settling.set(True)  # this task's own context: nested settled work runs inline
+    return await work
 
 
 async def run_to_completion(work: Coroutine[Any, Any, T]) -> tuple[T, bool]:
@@ -22,7 +30,9 @@ async def run_to_completion(work: Coroutine[Any, Any, T]) -> tuple[T, bool]:
     the work and the caller's view of it agree. An error raised by ``work`` propagates, unless
     a cancellation arrived, which then takes precedence.
     """
-    task = asyncio.ensure_future(work)
+    if _settling.get():  # already inside settled work: nothing can cancel this task
+        return await work, False
+    task = asyncio.ensure_future(_settled(work))
     cancelled = False
     with anyio.CancelScope(shield=True):
         while not task.done():
