@@ -186,12 +186,15 @@ def _read(settings: Settings, query: Callable[[SQLAlchemyPersister], Awaitable[T
     """``query(persister)`` on the settings' table (which must exist)."""
     if (missing := settings.missing_sqlite_file()) is not None:
         _fail(f"database file '{missing}' does not exist. Run: {settings.upgrade_command()}")
-    return _with_engine(
-        settings,
-        lambda engine: query(
-            SQLAlchemyPersister(engine, table_name=settings.table_name, schema=settings.schema)
-        ),
-    )
+
+    async def run(engine: AsyncEngine) -> T:
+        persister = SQLAlchemyPersister(
+            engine, table_name=settings.table_name, schema=settings.schema
+        )
+        async with persister:  # returns its held connections before the engine is disposed
+            return await query(persister)
+
+    return _with_engine(settings, run)
 
 
 def _console() -> Console:

@@ -79,6 +79,42 @@ class _Pending:
         self.wake()
 
 
+class _HeldConnection:
+    """One connection of the engine's pool, held between uses (no checkout per statement) and
+    replaced after a failure."""
+
+    __slots__ = ("_connection", "_engine", "driver")
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
+        self.driver: Any = None
+
+    async def get(self) -> Any:
+        """The driver connection (asyncpg or aiosqlite), opened on first use."""
+        if self.driver is None:
+            self._connection = await self._engine.connect()
+            raw = await self._connection.get_raw_connection()
+            self.driver = raw.driver_connection
+        return self.driver
+
+    async def discard(self) -> None:
+        """Drop the connection (it may be broken); the next ``get`` opens another."""
+        connection, self._connection, self.driver = self._connection, None, None
+        if connection is not None:
+            try:
+                await connection.invalidate()
+                await connection.close()
+            except Exception:  # the connection is already gone; nothing left to release
+                return
+
+    async def aclose(self) -> None:
+        """Return the connection to the pool."""
+        connection, self._connection, self.driver = self._connection, None, None
+        if connection is not None:
+            await connection.close()
+
+
 class _GroupWriter:
     """Serialises the rows of every application using one persister through one connection,
     batching those that arrive together. Dialect specifics live in the subclasses."""
@@ -92,8 +128,9 @@ class _GroupWriter:
         self._error = error
         self._queue: list[_Pending] = []
         self._leading = False
-        self._connection: AsyncConnection | None = None
-        self._driver: Any = None
+        self._held = _HeldConnection(self._engine)
+        self._reader = _HeldConnection(self._engine)
+        self._reading = False
         preparer = engine.dialect.identifier_preparer
         self._table_sql = preparer.format_table(table)
         self._columns_sql = ", ".join(preparer.quote(c) for c in COLUMNS)
@@ -203,29 +240,51 @@ class _GroupWriter:
         )
 
     async def _driver_connection(self) -> Any:
-        if self._driver is None:
-            self._connection = await self._engine.connect()
-            raw = await self._connection.get_raw_connection()
-            self._driver = raw.driver_connection
-        return self._driver
+        return await self._held.get()
 
     def _broken(self) -> bool:
         return False
 
     async def _discard_connection(self) -> None:
-        connection, self._connection, self._driver = self._connection, None, None
-        if connection is not None:
-            try:
-                await connection.invalidate()
-                await connection.close()
-            except Exception:  # the connection is already gone; nothing left to release
-                return
+        await self._held.discard()
 
     async def aclose(self) -> None:
-        """Return the writer connection to the pool."""
-        connection, self._connection, self._driver = self._connection, None, None
-        if connection is not None:
-            await connection.close()
+        """Return the held connections to the pool."""
+        await self._held.aclose()
+        await self._reader.aclose()
+
+    async def read_step(
+        self, partition_key: str, app_id: str, sequence_id: int | None
+    ) -> Sequence[Any] | None:
+        """A step's row (see :meth:`fetch_step`), read on the held reader connection, or on a
+        connection from the pool while another read holds it."""
+        if self._reading:
+            async with self._engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                return await self.fetch_step(
+                    raw.driver_connection, partition_key, app_id, sequence_id
+                )
+        self._reading = True
+        try:
+            record, cancelled = await run_to_completion(
+                self._read_held(partition_key, app_id, sequence_id)
+            )
+        finally:
+            self._reading = False
+        if cancelled:
+            raise asyncio.CancelledError
+        return record
+
+    async def _read_held(
+        self, partition_key: str, app_id: str, sequence_id: int | None
+    ) -> Sequence[Any] | None:
+        try:
+            return await self.fetch_step(
+                await self._reader.get(), partition_key, app_id, sequence_id
+            )
+        except Exception:
+            await self._reader.discard()
+            raise
 
     def parse_created_at(self, value: Any) -> dt.datetime:
         """``created_at`` as the driver returns it, as a datetime."""
@@ -286,7 +345,8 @@ class _PostgresWriter(_GroupWriter):
         )
 
     def _broken(self) -> bool:
-        return self._driver is None or bool(self._driver.is_closed())
+        driver = self._held.driver
+        return driver is None or bool(driver.is_closed())
 
     async def fetch_step(
         self, driver: Any, partition_key: str, app_id: str, sequence_id: int | None

@@ -293,11 +293,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         if not self._schema_checked:
             await self._check_schema()
         try:
-            async with self._reader.connect() as conn:
-                raw = await conn.get_raw_connection()
-                record = await self._writer.fetch_step(
-                    raw.driver_connection, partition_key or "", app_id, sequence_id
-                )
+            record = await self._writer.read_step(partition_key or "", app_id, sequence_id)
         except _DB_ERRORS as exc:
             raise self._error(f"Loading app {app_id!r}", exc) from exc
         return None if record is None else self._record_to_data(record)

@@ -113,7 +113,7 @@ async def test_the_writer_reconnects_after_losing_its_connection(postgres_db: Da
     async with postgres_db.persister() as persister:
         app_id = new_id()
         await persister.save("p", app_id, 0, "a", State({}), "completed")
-        pid = persister._writer._driver.get_server_pid()
+        pid = persister._writer._held.driver.get_server_pid()
         async with persister.engine.connect() as admin:
             await admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         with pytest.raises(PersistenceError) as info:
