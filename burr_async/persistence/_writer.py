@@ -266,25 +266,15 @@ class _GroupWriter:
                 )
         self._reading = True
         try:
-            record, cancelled = await run_to_completion(
-                self._read_held(partition_key, app_id, sequence_id)
-            )
-        finally:
-            self._reading = False
-        if cancelled:
-            raise asyncio.CancelledError
-        return record
-
-    async def _read_held(
-        self, partition_key: str, app_id: str, sequence_id: int | None
-    ) -> Sequence[Any] | None:
-        try:
             return await self.fetch_step(
                 await self._reader.get(), partition_key, app_id, sequence_id
             )
-        except Exception:
-            await self._reader.discard()
+        except BaseException:  # failed or cancelled mid-statement: never reuse that connection
+            with anyio.CancelScope(shield=True):
+                await self._reader.discard()
             raise
+        finally:
+            self._reading = False
 
     def parse_created_at(self, value: Any) -> dt.datetime:
         """``created_at`` as the driver returns it, as a datetime."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from typing import Any
 
@@ -177,3 +178,18 @@ async def test_asyncio_cancellation_never_splits_a_step(persister: SQLAlchemyPer
         assert (stored.sequence_id, stored.state) == (app.sequence_id, app.state)
         assert app.state["n"] == app.sequence_id + 1
     assert cancelled > 0
+
+
+async def test_a_cancelled_load_leaves_reads_working(persister: SQLAlchemyPersister) -> None:
+    app_id = new_id()
+    await persister.save("p", app_id, 0, "a", State({"v": 1}), "completed")
+    for attempt in range(12):
+        task = asyncio.ensure_future(persister.load("p", app_id))
+        for _ in range(attempt % 4):  # cancel at a different point each time
+            await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        loaded = await persister.load("p", app_id)
+        assert loaded is not None
+        assert loaded.state["v"] == 1
