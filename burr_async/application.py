@@ -481,22 +481,29 @@ class StreamingResultContainer:
         container._final = (result, state)
         return container
 
-    async def __aiter__(self) -> AsyncIterator[ResultDict]:
-        if self._stream is None:
-            return
-        stream, self._stream = self._stream, None
-        async for partial, state in stream:
+    def __aiter__(self) -> StreamingResultContainer:
+        return self
+
+    async def __anext__(self) -> ResultDict:
+        """The next partial result; a loop that breaks early can be resumed, or finished by
+        :meth:`get`."""
+        while self._stream is not None:
+            try:
+                partial, state = await anext(self._stream)
+            except StopAsyncIteration:
+                self._stream = None
+                break
             if state is None:
-                yield partial
-            else:
-                self._final = (partial, state)
+                return partial
+            self._final = (partial, state)
+        raise StopAsyncIteration
 
     async def get(self) -> tuple[ResultDict | None, State]:
         """The final ``(result, state)``, draining any partial results not yet consumed."""
         async for _ in self:
             pass
-        if self._final is None:
+        if self._final is None:  # the stream raised; its error was raised where it was read
             raise BurrAsyncError(
-                "The stream was abandoned before it finished; its step was not recorded."
+                "The stream ended without a final result; its step was recorded as failed."
             )
         return self._final

@@ -122,6 +122,24 @@ async def test_get_without_iterating_drains_the_stream() -> None:
     assert [p async for p in container] == []
 
 
+async def test_breaking_out_early_then_get_finishes_and_records_the_step() -> None:
+    persister = InMemoryPersister()
+    app = await _app(persister=persister)
+    _, container = await app.astream_result(halt_after=["reply"], inputs={"prompt": "a b c"})
+    async for partial in container:
+        assert partial == {"delta": "a"}
+        break
+    async for partial in container:  # the loop can be resumed where it stopped
+        assert partial == {"delta": "b"}
+        break
+    assert app.position == "ask"  # not recorded yet: the stream has not ended
+    result, state = await container.get()  # drains "c" and records the step
+    assert result == {"response": "a b c"}
+    assert app.state == state
+    assert [r.position for r in await persister.history(None, "streamer")] == ["ask", "reply"]
+    assert await app.astep(inputs={"prompt": "next"}) is not None  # not busy any more
+
+
 async def test_non_streaming_halt_action_returns_a_finished_container() -> None:
     persister = InMemoryPersister()
     app = await _app(persister=persister)
