@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Coroutine
-from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import anyio
@@ -13,12 +13,9 @@ __all__ = ["run_to_completion"]
 
 T = TypeVar("T")
 
-_settling: ContextVar[bool] = ContextVar("burr_async_settling", default=False)
-
-
-async def _settled(work: Coroutine[Any, Any, T]) -> T:
-    _settling.set(True)  # this task's own context: nested settled work runs inline
-    return await work
+_SETTLING: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+"""Tasks started here: nothing else holds them, so nothing cancels them, and settled work
+nested in them runs inline. Tasks they spawn are not in the set."""
 
 
 async def run_to_completion(work: Coroutine[Any, Any, T]) -> tuple[T, bool]:
@@ -30,9 +27,10 @@ async def run_to_completion(work: Coroutine[Any, Any, T]) -> tuple[T, bool]:
     the work and the caller's view of it agree. An error raised by ``work`` propagates, unless
     a cancellation arrived, which then takes precedence.
     """
-    if _settling.get():  # already inside settled work: nothing can cancel this task
+    if asyncio.current_task() in _SETTLING:  # nothing can cancel this task
         return await work, False
-    task = asyncio.ensure_future(_settled(work))
+    task = asyncio.ensure_future(work)
+    _SETTLING.add(task)
     cancelled = False
     with anyio.CancelScope(shield=True):
         while not task.done():

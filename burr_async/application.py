@@ -502,8 +502,9 @@ class StreamingResultContainer:
         """The final ``(result, state)``, draining any partial results not yet consumed."""
         async for _ in self:
             pass
-        if self._final is None:  # the stream raised; its error was raised where it was read
+        if self._final is None:  # the stream raised or was cancelled where it was read
             raise BurrAsyncError(
-                "The stream ended without a final result; its step was recorded as failed."
+                "The stream ended without its final result (it raised or was cancelled where it "
+                "was read); the application's history shows what was stored for this step."
             )
         return self._final

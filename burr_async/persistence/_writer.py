@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from burr_async._shield import run_to_completion
-from burr_async.errors import ConcurrentStepError, PersistenceError
+from burr_async.errors import ConcurrentStepError, ConfigurationError, PersistenceError
 
 __all__: list[str] = []
 
@@ -83,10 +83,11 @@ class _HeldConnection:
     """One connection of the engine's pool, held between uses (no checkout per statement) and
     replaced after a failure."""
 
-    __slots__ = ("_connection", "_engine", "driver")
+    __slots__ = ("_connection", "_engine", "_invalidate", "driver")
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, invalidate: bool) -> None:
         self._engine = engine
+        self._invalidate = invalidate
         self._connection: AsyncConnection | None = None
         self.driver: Any = None
 
@@ -99,11 +100,15 @@ class _HeldConnection:
         return self.driver
 
     async def discard(self) -> None:
-        """Drop the connection (it may be broken); the next ``get`` opens another."""
+        """Let go of the connection after a failure; the next ``get`` checks one out again.
+        A network connection is invalidated (it may be broken). A SQLite connection survives
+        any statement error and is returned to the pool: invalidating the only connection of an
+        in-memory database would destroy the database."""
         connection, self._connection, self.driver = self._connection, None, None
         if connection is not None:
             try:
-                await connection.invalidate()
+                if self._invalidate:
+                    await connection.invalidate()
                 await connection.close()
             except Exception:  # the connection is already gone; nothing left to release
                 return
@@ -119,8 +124,11 @@ class _GroupWriter:
     """Serialises the rows of every application using one persister through one connection,
     batching those that arrive together. Dialect specifics live in the subclasses."""
 
-    #: Errors after which the connection is still usable, so a batch can be retried row by row.
-    statement_errors: tuple[type[Exception], ...] = ()
+    #: Errors after which the connection is still usable, so a batch can be retried row by row:
+    #: the database's rejection of a row, or the driver's refusal to encode a value.
+    statement_errors: tuple[type[Exception], ...] = (ValueError, TypeError, OverflowError)
+    #: Whether a connection that failed must be invalidated rather than returned to the pool.
+    invalidate_failed = True
 
     def __init__(self, engine: AsyncEngine, table: sa.Table, error: ErrorFactory) -> None:
         self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -128,9 +136,11 @@ class _GroupWriter:
         self._error = error
         self._queue: list[_Pending] = []
         self._leading = False
-        self._held = _HeldConnection(self._engine)
-        self._reader = _HeldConnection(self._engine)
+        self._held = _HeldConnection(self._engine, invalidate=self.invalidate_failed)
+        self._reader = _HeldConnection(self._engine, invalidate=self.invalidate_failed)
         self._reading = False
+        self._closed = False
+        self._drained: anyio.Event | None = None
         preparer = engine.dialect.identifier_preparer
         self._table_sql = preparer.format_table(table)
         self._columns_sql = ", ".join(preparer.quote(c) for c in COLUMNS)
@@ -159,6 +169,10 @@ class _GroupWriter:
             raise asyncio.CancelledError
 
     async def _write(self, values: RowValues) -> None:
+        if self._closed:
+            raise self._error(
+                "Saving the step failed", RuntimeError("the persister is closed"), values
+            )
         pending = _Pending(values)
         self._queue.append(pending)
         if self._leading:
@@ -177,18 +191,28 @@ class _GroupWriter:
                     self._queue[0].wake()  # the next waiting row leads the next batch
                 else:
                     self._leading = False
+                    if self._drained is not None:
+                        self._drained.set()
         if pending.error is not None:
             raise pending.error
 
     async def _flush(self, batch: list[_Pending]) -> None:
         unique: dict[tuple[Any, ...], _Pending] = {}
+        repeats: list[_Pending] = []
         for pending in batch:
             key = pending.values[_KEY]
-            if key in unique:  # two steps of one app in one batch: the first one wins
-                pending.finish(self._conflict(pending.values))
+            if key in unique:  # two writes of one step: decided once the first has settled
+                repeats.append(pending)
             else:
                 unique[key] = pending
-        rows = list(unique.values())
+        await self._flush_unique(list(unique.values()))
+        for pending in repeats:
+            if unique[pending.values[_KEY]].error is None:
+                pending.finish(self._conflict(pending.values))
+            else:  # the first was refused: this one may still be the one that commits
+                await self._write_alone(pending)
+
+    async def _flush_unique(self, rows: list[_Pending]) -> None:
         try:
             driver = await self._driver_connection()
             if len(rows) == 1:
@@ -249,7 +273,11 @@ class _GroupWriter:
         await self._held.discard()
 
     async def aclose(self) -> None:
-        """Return the held connections to the pool."""
+        """Let writes under way finish, refuse new ones, and return the held connections."""
+        self._closed = True
+        while self._leading:
+            self._drained = anyio.Event()
+            await self._drained.wait()
         await self._held.aclose()
         await self._reader.aclose()
 
@@ -302,7 +330,7 @@ class _PostgresWriter(_GroupWriter):
         import asyncpg
 
         super().__init__(engine, table, error)
-        self.statement_errors = (asyncpg.PostgresError,)
+        self.statement_errors = (asyncpg.PostgresError, ValueError, TypeError, OverflowError)
         placeholders = ", ".join(
             f"${i}::text::jsonb" if name == "state" else f"${i}"
             for i, name in enumerate(COLUMNS, start=1)
@@ -361,7 +389,15 @@ class _SQLiteWriter(_GroupWriter):
     """aiosqlite: one multi-row ``INSERT ... RETURNING`` per batch, run with a single hop to
     aiosqlite's thread (``execute_fetchall``)."""
 
-    statement_errors = (sqlite3.IntegrityError, sqlite3.DataError)
+    statement_errors = (
+        sqlite3.IntegrityError,
+        sqlite3.DataError,
+        sqlite3.InterfaceError,
+        ValueError,
+        TypeError,
+        OverflowError,
+    )
+    invalidate_failed = False
 
     def __init__(self, engine: AsyncEngine, table: sa.Table, error: ErrorFactory) -> None:
         super().__init__(engine, table, error)
@@ -415,7 +451,16 @@ class _SQLiteWriter(_GroupWriter):
 
 
 def make_writer(engine: AsyncEngine, table: sa.Table, error: ErrorFactory) -> _GroupWriter:
-    """The writer for ``engine``'s dialect."""
-    if engine.dialect.name == "postgresql":
-        return _PostgresWriter(engine, table, error)
-    return _SQLiteWriter(engine, table, error)
+    """The writer for ``engine``'s driver: asyncpg (Postgres) or aiosqlite (SQLite)."""
+    writers: dict[tuple[str, str], type[_GroupWriter]] = {
+        ("postgresql", "asyncpg"): _PostgresWriter,
+        ("sqlite", "aiosqlite"): _SQLiteWriter,
+    }
+    writer = writers.get((engine.dialect.name, engine.dialect.driver))
+    if writer is None:
+        raise ConfigurationError(
+            f"The engine uses {engine.dialect.name}+{engine.dialect.driver}; burr_async's "
+            "persister runs on postgresql+asyncpg or sqlite+aiosqlite. Create the engine with "
+            "one of those drivers (burr_async.persistence.create_engine picks them for you)."
+        )
+    return writer(engine, table, error)

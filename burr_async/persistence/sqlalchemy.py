@@ -60,10 +60,11 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
 
     ``SQLAlchemyPersister(engine)`` borrows an engine and never disposes it;
     :meth:`from_url` creates and owns one (it connects lazily, and is disposed by ``aclose`` or
-    ``async with``). One persister serves many concurrent applications. Its writes go through
-    one dedicated connection of the engine's pool, held until ``aclose``: a step that arrives
-    while another is being written joins the next write, so concurrent steps share a commit
-    (see :mod:`burr_async.persistence._writer`). Reads use the pool.
+    ``async with``). One persister serves many concurrent applications. It holds two
+    connections of the engine's pool until ``aclose``: one for writes (a step that arrives
+    while another is being written joins the next write, so concurrent steps share a commit;
+    see :mod:`burr_async.persistence._writer`) and one for loads. Other reads, and loads that
+    overlap, check connections out of the pool, so give it at least three.
 
     On first use the persister checks that the table is migrated to this package's revision and
     raises :class:`~burr_async.errors.SchemaOutOfDateError` naming the command to run if not.
@@ -294,8 +295,14 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             await self._check_schema()
         try:
             record = await self._writer.read_step(partition_key or "", app_id, sequence_id)
-        except _DB_ERRORS as exc:
-            raise self._error(f"Loading app {app_id!r}", exc) from exc
+        except Exception as exc:  # the driver's own errors too: this read bypasses SQLAlchemy
+            raise self._error(
+                f"Loading app {app_id!r}",
+                exc,
+                app_id=app_id,
+                partition_key=partition_key,
+                sequence_id=sequence_id,
+            ) from exc
         return None if record is None else self._record_to_data(record)
 
     def _record_to_data(self, record: Sequence[Any]) -> PersistedStateData:

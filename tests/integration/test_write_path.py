@@ -193,3 +193,126 @@ async def test_a_cancelled_load_leaves_reads_working(persister: SQLAlchemyPersis
         loaded = await persister.load("p", app_id)
         assert loaded is not None
         assert loaded.state["v"] == 1
+
+
+async def test_a_refused_first_write_lets_its_duplicate_commit(
+    persister: SQLAlchemyPersister, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spy = _Spy(persister)
+    monkeypatch.setattr(persister._writer, "_insert_one", spy.one)
+    app_id = new_id()
+    calls: list[tuple[Any, ...]] = [("p", new_id(), 0, "a", State({}), "completed")]  # leads
+    calls.append(("p", app_id, 0, "a", State({}), "not-a-status"))  # refused by the CHECK
+    calls.append(("p", app_id, 0, "a", State({"v": 2}), "completed"))  # same step, valid
+    outcomes = await save_all(persister, calls)
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], PersistenceError)
+    assert not isinstance(outcomes[1], ConcurrentStepError)
+    assert outcomes[2] is None  # nothing had committed the step: this write does
+    stored = await persister.load("p", app_id)
+    assert stored is not None
+    assert stored.state["v"] == 2
+
+
+async def test_a_value_the_driver_cannot_encode_fails_alone(persister: SQLAlchemyPersister) -> None:
+    partition = new_id()
+    calls: list[tuple[Any, ...]] = [
+        (partition, new_id(), 0, "a", State({}), "completed") for _ in range(6)
+    ]
+    calls.insert(2, (partition, "bad\ud800", 0, "a", State({}), "completed"))  # lone surrogate
+    outcomes = await save_all(persister, calls)
+    failed = [o for o in outcomes if o is not None]
+    assert len(failed) == 1
+    assert isinstance(failed[0], PersistenceError)
+    assert len(await persister.list_app_ids(partition)) == 6
+    with pytest.raises(PersistenceError, match="Loading app"):  # a driver error, wrapped
+        await persister.load(partition, "x", sequence_id=2**70)
+
+
+async def test_an_in_memory_database_survives_failed_statements() -> None:
+    async with SQLAlchemyPersister.from_url("sqlite+aiosqlite://") as persister:
+        await persister.initialize()
+        await persister.save(None, "good", 0, "a", State({"x": 1}), "completed")
+        with pytest.raises(PersistenceError):
+            await persister.save(None, "bad\ud800", 0, "a", State({}), "completed")
+        task = asyncio.ensure_future(persister.load(None, "good"))
+        await asyncio.sleep(0)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        loaded = await persister.load(None, "good")  # the only connection was not destroyed
+        assert loaded is not None
+        assert loaded.state["x"] == 1
+        await persister.save(None, "good", 1, "b", State({"x": 2}), "completed")
+
+
+async def test_aclose_lets_writes_finish_then_refuses_new_ones(db: Database) -> None:
+    persister = db.persister()
+    partition = new_id()
+    await persister.save(partition, new_id(), 0, "a", State({}), "completed")  # warm
+    saves = [
+        asyncio.ensure_future(persister.save(partition, new_id(), 0, "a", State({}), "completed"))
+        for _ in range(20)
+    ]
+    for _ in range(3):  # every save is now in the writer: leading, or queued behind the leader
+        await asyncio.sleep(0)
+    await persister.aclose()
+    assert [task.exception() for task in await asyncio.gather(*[_done(t) for t in saves])] == [
+        None
+    ] * 20
+    with pytest.raises(PersistenceError, match="closed"):
+        await persister.save(partition, new_id(), 0, "a", State({}), "completed")
+    async with db.persister() as reader:
+        assert len(await reader.list_app_ids(partition)) == 21
+
+
+async def _done(task: asyncio.Future[Any]) -> asyncio.Future[Any]:
+    with contextlib.suppress(Exception):
+        await task
+    return task
+
+
+async def test_a_cancelled_save_in_a_child_task_does_not_stall_the_writer(
+    persister: SQLAlchemyPersister, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Settled work (an app's save) that fans out to a child task which is then cancelled: the
+    child's row still settles and the writer keeps a leader."""
+    from burr_async._shield import run_to_completion
+
+    gate = asyncio.Event()
+    original = persister._writer._insert_one
+
+    async def slow(driver: Any, values: Any) -> bool:
+        await gate.wait()
+        return await original(driver, values)
+
+    monkeypatch.setattr(persister._writer, "_insert_one", slow)
+    leader = asyncio.ensure_future(persister.save("p", new_id(), 0, "a", State({}), "completed"))
+    await asyncio.sleep(0.01)
+
+    async def fan_out() -> None:
+        child = asyncio.ensure_future(persister.save("p", new_id(), 0, "a", State({}), "completed"))
+        await asyncio.sleep(0.01)  # the child's row is queued behind the leader
+        child.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await child
+
+    fanning = asyncio.ensure_future(run_to_completion(fan_out()))
+    await asyncio.sleep(0.02)
+    gate.set()
+    await leader
+    await fanning
+    with anyio.fail_after(5):
+        await persister.save("p", new_id(), 0, "a", State({}), "completed")
+
+
+async def test_an_engine_on_another_driver_is_refused(sqlite_db: Database) -> None:
+    from burr_async import ConfigurationError
+
+    engine = sqlite_db.engine()
+    try:
+        engine.sync_engine.dialect.driver = "pysqlite"  # as if sqlite+pysqlite
+        with pytest.raises(ConfigurationError, match=r"sqlite\+pysqlite.*aiosqlite"):
+            SQLAlchemyPersister(engine)
+    finally:
+        await engine.dispose()
