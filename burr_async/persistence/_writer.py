@@ -145,9 +145,9 @@ class _GroupWriter:
         self._table_sql = preparer.format_table(table)
         self._columns_sql = ", ".join(preparer.quote(c) for c in COLUMNS)
         self._key_sql = ", ".join(preparer.quote(c) for c in COLUMNS[_KEY])
-        selected = ", ".join(
+        selected = ", ".join(  # the key's first two columns are what the caller asks by
             f"CAST({preparer.quote(c)} AS TEXT)" if c == "state" else preparer.quote(c)
-            for c in COLUMNS
+            for c in COLUMNS[2:]
         )
         pk, app, seq = (preparer.quote(c) for c in COLUMNS[_KEY])
         p1, p2, p3 = self._placeholders(3)
@@ -311,8 +311,8 @@ class _GroupWriter:
     async def fetch_step(
         self, driver: Any, partition_key: str, app_id: str, sequence_id: int | None
     ) -> Sequence[Any] | None:
-        """The row of a step (the latest when ``sequence_id`` is None) in :data:`COLUMNS`
-        order with ``state`` as JSON text, read on ``driver`` (a pooled driver connection)."""
+        """The row of a step (the latest when ``sequence_id`` is None): the values of
+        :data:`COLUMNS` from ``sequence_id`` on, ``state`` as JSON text, read on ``driver``."""
         raise NotImplementedError
 
     async def _insert_one(self, driver: Any, values: RowValues) -> bool:

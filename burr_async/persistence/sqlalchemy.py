@@ -303,12 +303,14 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
                 partition_key=partition_key,
                 sequence_id=sequence_id,
             ) from exc
-        return None if record is None else self._record_to_data(record)
+        if record is None:
+            return None
+        return self._record_to_data(partition_key, app_id, record)
 
-    def _record_to_data(self, record: Sequence[Any]) -> PersistedStateData:
+    def _record_to_data(
+        self, partition_key: str | None, app_id: str, record: Sequence[Any]
+    ) -> PersistedStateData:
         (
-            pk,
-            app_uid,
             sequence_id,
             position,
             status,
@@ -320,8 +322,8 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             parent_seq,
         ) = record
         return PersistedStateData(
-            partition_key=pk or None,
-            app_id=app_uid,
+            partition_key=partition_key or None,
+            app_id=app_id,
             sequence_id=sequence_id,
             position=position,
             state=State._wrap(self._serde.loads(state)),
