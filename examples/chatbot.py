@@ -63,9 +63,9 @@ async def ai_converse(state: State) -> tuple[dict[str, str], State]:
     return {"response": response}, new_state
 
 
-async def build_app(persister: SQLAlchemyPersister, app_id: str, user: str | None) -> Application:
-    """The chatbot application, resumed from ``persister`` when it has stored steps."""
-    return await (
+def chat_graph() -> ApplicationBuilder:
+    """A builder with the chatbot's actions and transitions (and nothing else yet)."""
+    return (
         ApplicationBuilder()
         .with_actions(human_converse, ai_converse, terminal=Result("chat_history"))
         .with_transitions(
@@ -73,6 +73,17 @@ async def build_app(persister: SQLAlchemyPersister, app_id: str, user: str | Non
             ("human_converse", "terminal", expr("'exit' in question")),
             ("human_converse", "ai_converse", default),
         )
+    )
+
+
+graph = chat_graph().with_entrypoint("human_converse")
+"""For ``burr-async graph examples/chatbot.py:graph`` (prints the graph as Mermaid)."""
+
+
+async def build_app(persister: SQLAlchemyPersister, app_id: str, user: str | None) -> Application:
+    """The chatbot application, resumed from ``persister`` when it has stored steps."""
+    return await (
+        chat_graph()
         .initialize_from(
             persister,
             resume_at_next_action=True,

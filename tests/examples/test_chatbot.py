@@ -58,3 +58,16 @@ async def test_chatbot_resumes_its_history_across_runs(db: Database) -> None:
         engine = create_engine(db.url)
         await migrate.downgrade(engine, "base", table_name=table)
         await engine.dispose()
+
+
+def test_the_chatbot_graph_prints_as_mermaid() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "burr_async.cli", "graph", "examples/chatbot.py:graph"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("flowchart TD")
+    assert "-- \"'exit' in question\" -->" in done.stdout
