@@ -1,4 +1,4 @@
-"""The write path: group commit over one dedicated writer connection.
+"""The hot paths: group commit over a held writer connection, and loads on a held reader.
 
 A step's row is handed to :meth:`_GroupWriter.write`, which returns once the row is committed
 (or raises). When no write is in flight the caller writes its row at once, one statement in
@@ -6,8 +6,11 @@ autocommit mode: one round trip on Postgres, one thread hop on SQLite. Rows that
 write is in flight queue up and go together in the next statement (one multi-row
 ``INSERT ... ON CONFLICT DO NOTHING RETURNING``, so one commit for all of them); every caller is
 released when its row's statement has committed. A row whose key is taken fails alone with
-:class:`~burr_async.errors.ConcurrentStepError`; a row the database rejects (bad data) is
-retried alone so that it cannot sink the others.
+:class:`~burr_async.errors.ConcurrentStepError`; a row the database or the driver rejects
+(bad data) is retried alone so that it cannot sink the others.
+
+Loading a step (what resuming costs) is one statement on a second held connection; a load that
+overlaps another checks a connection out of the pool instead.
 
 Statements go straight to the driver connection that SQLAlchemy's pool hands out (asyncpg or
 aiosqlite), with SQL rendered once from the table's metadata and SQLAlchemy's identifier
