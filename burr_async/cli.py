@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import import_module
 from pathlib import Path
 from types import SimpleNamespace
@@ -278,8 +278,42 @@ def _migrate(
     return _with_engine(settings, run)
 
 
+def _set_table_name(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.obj = replace(_settings(ctx), table_name=validate_identifier(value, "table name"))
+
+
+def _set_schema(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.obj = replace(_settings(ctx), schema=validate_identifier(value, "schema"))
+
+
+def _settings(ctx: click.Context) -> Settings:
+    return ctx.ensure_object(Settings)
+
+
+def _table_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``--table-name`` and ``--schema`` after a ``db`` command too, as in
+    ``burr-async db upgrade --table-name steps`` (same as before the command)."""
+    command = click.option(
+        "--schema",
+        default=None,
+        expose_value=False,
+        callback=_set_schema,
+        help="Postgres schema of the table (as the global option).",
+    )(command)
+    return click.option(
+        "--table-name",
+        default=None,
+        expose_value=False,
+        callback=_set_table_name,
+        help="State table (as the global option).",
+    )(command)
+
+
 @db.command()
 @click.argument("revision", default="head")
+@_table_options
 @click.pass_obj
 def upgrade(settings: Settings, revision: str) -> None:
     """Create the table or migrate it up to REVISION (default: head)."""
@@ -289,6 +323,7 @@ def upgrade(settings: Settings, revision: str) -> None:
 
 @db.command()
 @click.argument("revision")
+@_table_options
 @click.pass_obj
 def downgrade(settings: Settings, revision: str) -> None:
     """Migrate the table down to REVISION ('base' drops the table and its version table)."""
@@ -297,6 +332,7 @@ def downgrade(settings: Settings, revision: str) -> None:
 
 
 @db.command()
+@_table_options
 @click.pass_obj
 def current(settings: Settings) -> None:
     """Print the table's revision, or "not provisioned"."""
@@ -305,6 +341,7 @@ def current(settings: Settings) -> None:
 
 
 @db.command()
+@_table_options
 @click.pass_obj
 def check(settings: Settings) -> None:
     """Exit 0 when the table is at the revision this burr_async needs; else 1, naming the

@@ -133,6 +133,24 @@ def test_db_upgrade_current_check_downgrade_on_a_fresh_table(db: Database) -> No
         assert run_db(db, "--table-name", name, "db", "downgrade", "base").exit_code == 0
 
 
+def test_table_options_may_follow_the_db_command(db: Database) -> None:
+    name = unique("cli")
+    schema = ["--schema", db.schema] if db.schema else []
+    url = ["--url", db.url]
+    try:
+        upgraded = run(*url, "db", "upgrade", "--table-name", name, *schema)
+        assert upgraded.exit_code == 0, upgraded.output
+        assert run(*url, "db", "current", "--table-name", name, *schema).stdout == (
+            f"{HEAD_REVISION}\n"
+        )
+        assert run(*url, "db", "check", "--table-name", name, *schema).exit_code == 0
+        assert_one_line_error(
+            run(*url, "db", "check", "--table-name", "x;drop"), "Invalid table name"
+        )
+    finally:
+        assert run(*url, "db", "downgrade", "base", "--table-name", name, *schema).exit_code == 0
+
+
 def test_db_check_fails_on_an_unprovisioned_table(db: Database) -> None:
     result = run_db(db, "--table-name", unique("missing"), "db", "check")
     assert result.exit_code != 0
