@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from burr_async.persistence import create_engine, migrate
 from tests.databases import Database
@@ -57,6 +58,8 @@ async def test_chatbot_resumes_its_history_across_runs(db: Database) -> None:
     finally:
         engine = create_engine(db.url)
         await migrate.downgrade(engine, "base", table_name=table)
+        async with engine.begin() as conn:  # downgrading leaves the (empty) version table
+            await conn.execute(sa.text(f"DROP TABLE IF EXISTS {table}_alembic_version"))
         await engine.dispose()
 
 
