@@ -439,6 +439,7 @@ class Application:
                     state,
                     status,
                     error=error,
+                    **({"parent": self._parent} if self._parent is not None else {}),
                 )
             )
             return cancelled

@@ -241,6 +241,8 @@ class ApplicationBuilder:
                 if init.fork_from_app_id is not None:
                     parent = ParentPointer(loaded.app_id, loaded.partition_key, loaded.sequence_id)
                     await self._record_fork(app_id, loaded, parent)
+                else:  # a resumed fork still knows where it came from
+                    parent = loaded.parent
         graph.validate_entrypoint(entrypoint)
         assert entrypoint is not None
         app = Application(

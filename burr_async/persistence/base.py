@@ -88,7 +88,8 @@ class AsyncBaseStateSaver(ABC):
         error: str | None = None,
         parent: ParentPointer | None = None,
     ) -> None:
-        """Store one step."""
+        """Store one step. ``error`` is the failure of a ``failed`` step; ``parent`` is given
+        on every step of a forked application: the step it was copied from."""
 
 
 class AsyncBaseStatePersister(AsyncBaseStateLoader, AsyncBaseStateSaver):

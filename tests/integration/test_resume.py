@@ -115,7 +115,11 @@ async def test_fork_copies_a_chosen_step_and_records_its_parent(
     copied = await persister.load("other", fork_id)
     assert copied is not None and copied.sequence_id == 1 and copied.parent == fork.parent_pointer
     await fork.astep()
-    assert [h.sequence_id for h in await persister.history("other", fork_id)] == [1, 2]
+    forked_history = await persister.history("other", fork_id)
+    assert [h.sequence_id for h in forked_history] == [1, 2]
+    assert {h.parent for h in forked_history} == {fork.parent_pointer}  # on every step
+    resumed_fork = await build(persister, fork_id, partition_key="other")
+    assert resumed_fork.parent_pointer == fork.parent_pointer  # still knows where it came from
     assert len(await persister.history("tester", source)) == 7  # the source is untouched
 
     with pytest.raises(StateNotFoundError, match="Nothing to fork from"):
