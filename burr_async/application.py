@@ -444,6 +444,10 @@ class Application:
             )
             return cancelled
         except BurrAsyncError as exc:
+            if type(exc) is PersistenceError and await self._landed(
+                act, sequence_id, state, status
+            ):
+                return False
             if isinstance(exc, PersistenceError) and exc.app_id is None:
                 raise PersistenceError(
                     f"Saving the step failed: {exc}",
@@ -454,6 +458,8 @@ class Application:
                 ) from exc
             raise
         except Exception as exc:
+            if await self._landed(act, sequence_id, state, status):
+                return False
             raise PersistenceError(
                 f"Saving the step failed ({type(exc).__name__}: {exc}); the application did not "
                 "advance and the step can be retried",
@@ -462,6 +468,23 @@ class Application:
                 sequence_id=sequence_id,
                 action=act.name,
             ) from exc
+
+    async def _landed(self, act: Action, sequence_id: int, state: State, status: Status) -> bool:
+        """After a failed save: whether the row is stored all the same (the connection broke
+        between the commit and its acknowledgement). Only an identical row counts."""
+        load = getattr(self._persister, "load", None)
+        if load is None:
+            return False
+        try:
+            found = await load(self._partition_key, self._uid, sequence_id)
+        except Exception:  # still unreachable: the save's own error is the one to report
+            return False
+        return (
+            found is not None
+            and found.position == act.name
+            and found.status == status
+            and found.state == state
+        )
 
 
 class StreamingResultContainer:

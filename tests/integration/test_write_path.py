@@ -316,3 +316,43 @@ async def test_an_engine_on_another_driver_is_refused(sqlite_db: Database) -> No
             SQLAlchemyPersister(engine)
     finally:
         await engine.dispose()
+
+
+async def test_a_commit_whose_acknowledgement_is_lost_counts_as_committed(
+    persister: SQLAlchemyPersister, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection breaks after COMMIT, before the reply: the row is stored, so the
+    application advances instead of telling its caller to retry a step that already landed."""
+    from tests.integration._chat import build
+
+    app = await build(persister, new_id())
+    original = persister._writer._insert_one
+
+    async def lost_reply(driver: Any, values: Any) -> bool:
+        await original(driver, values)
+        raise ConnectionResetError("connection lost before the reply")
+
+    monkeypatch.setattr(persister._writer, "_insert_one", lost_reply)
+    outcome = await app.astep()
+    assert outcome is not None
+    assert (app.sequence_id, app.position) == (0, "counter")
+    monkeypatch.undo()
+    await app.astep()  # and it carries on from there
+    history = await persister.history("tester", app.uid)
+    assert [(h.sequence_id, h.position) for h in history] == [(0, "counter"), (1, "check")]
+
+
+async def test_a_failed_write_that_did_not_land_is_still_an_error(
+    persister: SQLAlchemyPersister, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.integration._chat import build
+
+    app = await build(persister, new_id())
+
+    async def refused(driver: Any, values: Any) -> bool:
+        raise ConnectionResetError("connection lost before the insert")
+
+    monkeypatch.setattr(persister._writer, "_insert_one", refused)
+    with pytest.raises(PersistenceError, match="Saving the step failed"):
+        await app.astep()
+    assert app.sequence_id is None
