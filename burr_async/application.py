@@ -303,7 +303,7 @@ class Application:
         if act is None:
             return None
         run_inputs = _resolve_inputs(act, inputs, self._uid)
-        sequence_id = 0 if self._sequence_id is None else self._sequence_id + 1
+        sequence_id = self._next_sequence_id()
         before = self._state
         if self._has_step_hooks:
             await self._pre_step_hooks(act, sequence_id, run_inputs)
@@ -329,7 +329,7 @@ class Application:
             )
         self._busy = True
         try:
-            sequence_id = 0 if self._sequence_id is None else self._sequence_id + 1
+            sequence_id = self._next_sequence_id()
             before = self._state
             if self._has_step_hooks:
                 await self._pre_step_hooks(act, sequence_id, run_inputs)
@@ -352,6 +352,10 @@ class Application:
         finally:
             self._busy = False
         yield final
+
+    def _next_sequence_id(self) -> int:
+        """The number the next step gets: 0 for the first, then one more than the last."""
+        return 0 if self._sequence_id is None else self._sequence_id + 1
 
     async def _pre_step_hooks(self, act: Action, sequence_id: int, inputs: dict[str, Any]) -> None:
         if self._hooks.has("pre_run_step"):

@@ -289,7 +289,9 @@ def _set_schema(ctx: click.Context, _param: click.Parameter, value: str | None) 
 
 
 def _settings(ctx: click.Context) -> Settings:
-    return ctx.ensure_object(Settings)
+    settings = ctx.find_object(Settings)
+    assert settings is not None, "the root group sets the Settings"
+    return settings
 
 
 def _table_options(command: Callable[..., None]) -> Callable[..., None]:

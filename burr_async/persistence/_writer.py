@@ -134,7 +134,7 @@ class _GroupWriter:
     invalidate_failed = True
 
     def __init__(self, engine: AsyncEngine, table: sa.Table, error: ErrorFactory) -> None:
-        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._engine = engine  # in autocommit mode: each statement is its own transaction
         self._table = table
         self._error = error
         self._queue: list[_Pending] = []
@@ -454,7 +454,9 @@ class _SQLiteWriter(_GroupWriter):
 
 
 def make_writer(engine: AsyncEngine, table: sa.Table, error: ErrorFactory) -> _GroupWriter:
-    """The writer for ``engine``'s driver: asyncpg (Postgres) or aiosqlite (SQLite)."""
+    """The writer for ``engine``'s driver: asyncpg (Postgres) or aiosqlite (SQLite).
+    ``engine`` must be in autocommit mode (``execution_options(isolation_level="AUTOCOMMIT")``):
+    a row is committed by the statement that inserts it."""
     writers: dict[tuple[str, str], type[_GroupWriter]] = {
         ("postgresql", "asyncpg"): _PostgresWriter,
         ("sqlite", "aiosqlite"): _SQLiteWriter,

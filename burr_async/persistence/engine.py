@@ -70,5 +70,4 @@ def create_engine(
         engine = create_async_engine(normalized, **engine_kwargs)
         configure_sqlite(engine, synchronous=sqlite_synchronous)
         return engine
-    engine_kwargs.setdefault("pool_pre_ping", False)
     return create_async_engine(normalized, **engine_kwargs)

@@ -94,8 +94,9 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         self._table_name = table_name
         self._schema = schema
         self._serde = serde or OrjsonSerde()
-        self._writer = make_writer(engine, self._table, self._write_error)
-        self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+        # every statement of the persister is a single one: no BEGIN/COMMIT round trips
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._writer = make_writer(self._autocommit, self._table, self._write_error)
         self._build_queries()
         self._schema_checked = False
         self._schema_lock = anyio.Lock()
@@ -176,7 +177,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             version_table_name(self._table_name), sa.column("version_num"), schema=self._schema
         )
         try:
-            async with self._reader.connect() as conn:
+            async with self._autocommit.connect() as conn:
                 rows = (await conn.execute(sa.select(versions.c.version_num))).scalars().all()
         except (sa.exc.ProgrammingError, sa.exc.OperationalError) as exc:
             if "does not exist" in str(exc) or "no such table" in str(exc):
@@ -264,7 +265,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         if not self._schema_checked:
             await self._check_schema()
         try:
-            async with self._reader.connect() as conn:
+            async with self._autocommit.connect() as conn:
                 return (await conn.execute(statement, params)).all()
         except _DB_ERRORS as exc:
             raise self._error(what, exc) from exc
