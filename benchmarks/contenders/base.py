@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 from benchmarks import chat
 from benchmarks.targets import Backend, Target
@@ -38,6 +38,19 @@ class ChatApp(Protocol):
         """Run turn ``n``: ``human_converse`` with ``chat.question(n)``, then ``ai_converse``;
         with a persister, each of the two steps is committed before the next one starts."""
         ...
+
+
+class HaltingChat:
+    """A chat driven the way Burr and burr_async share: one ``arun`` per turn, halting after
+    ``ai_converse``."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def turn(self, n: int) -> None:
+        await self.app.arun(halt_after=["ai_converse"], inputs={"question": chat.question(n)})
 
 
 class Contender(ABC):

@@ -21,13 +21,12 @@ from burr.integrations.persisters.b_aiosqlite import AsyncSQLitePersister
 from burr.integrations.persisters.b_asyncpg import AsyncPostgreSQLPersister
 
 from benchmarks import chat
-from benchmarks.contenders.base import ChatApp, Contender, Options, sqlite_pragmas
+from benchmarks.contenders.base import ChatApp, Contender, HaltingChat, Options, sqlite_pragmas
 from benchmarks.targets import Target
 
 __all__ = ["create"]
 
 TABLE = "burr_state"
-HALT_AFTER = ["ai_converse"]
 
 
 @action(reads=["chat_history"], writes=["question", "chat_history"])
@@ -77,16 +76,6 @@ async def build_chat_app(
     if persister is not None:
         builder = builder.with_state_persister(persister)
     return await builder.abuild()
-
-
-class _Chat:
-    __slots__ = ("app",)
-
-    def __init__(self, app: Application[Any]) -> None:
-        self.app = app
-
-    async def turn(self, n: int) -> None:
-        await self.app.arun(halt_after=HALT_AFTER, inputs={"question": chat.question(n)})
 
 
 class BurrContender(Contender):
@@ -143,7 +132,7 @@ class BurrContender(Contender):
         return await super().durability()
 
     async def new_app(self, app_id: str, *, persist: bool, concurrent: bool) -> ChatApp:
-        return _Chat(await build_chat_app(app_id, self.persister if persist else None))
+        return HaltingChat(await build_chat_app(app_id, self.persister if persist else None))
 
     async def load_app(self, app_id: str) -> str:
         app = await build_chat_app(app_id, self.persister, resume=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks import chat
-from benchmarks.contenders.base import ChatApp, Contender, Options, sqlite_pragmas
+from benchmarks.contenders.base import ChatApp, Contender, HaltingChat, Options, sqlite_pragmas
 from benchmarks.contenders.provision import engine_url
 from benchmarks.targets import Target
 from burr_async import (
@@ -29,7 +29,6 @@ from burr_async.persistence import create_engine, migrate
 __all__ = ["BurrAsyncContender", "build_chat_app", "create"]
 
 TABLE = "burr_async_steps"
-HALT_AFTER = ["ai_converse"]
 
 
 @action(reads=["chat_history"], writes=["question", "chat_history"])
@@ -83,16 +82,6 @@ async def build_chat_app(
     return await builder.abuild()
 
 
-class _Chat:
-    __slots__ = ("app",)
-
-    def __init__(self, app: Application) -> None:
-        self.app = app
-
-    async def turn(self, n: int) -> None:
-        await self.app.arun(halt_after=HALT_AFTER, inputs={"question": chat.question(n)})
-
-
 class BurrAsyncContender(Contender):
     key = "burr_async"
 
@@ -137,7 +126,7 @@ class BurrAsyncContender(Contender):
         )
 
     async def new_app(self, app_id: str, *, persist: bool, concurrent: bool) -> ChatApp:
-        return _Chat(await build_chat_app(app_id, self.persister if persist else None))
+        return HaltingChat(await build_chat_app(app_id, self.persister if persist else None))
 
     async def load_app(self, app_id: str) -> str:
         app = await build_chat_app(app_id, self.persister, resume=True)
