@@ -8,6 +8,12 @@
 
 Expected failures (database unreachable, table missing or behind, unknown app, invalid name)
 print one ``error: ...`` line on stderr and exit with status 1; ``--debug`` adds the traceback.
+
+Every stored string (app ids, partition keys, positions, errors, states, revisions) and every
+user-supplied one (arguments, URLs, exception messages) is printed through :func:`_printable`:
+its control and other non-printable characters are shown as escapes (``\\x1b``), so that it
+cannot move the cursor, retitle or clear the terminal, or reorder text; and rich markup in it
+is never read.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import click
 from alembic.util import CommandError
 from click.core import ParameterSource
 from rich.console import Console
+from rich.highlighter import JSONHighlighter
 from rich.table import Table
 from rich.text import Text
 from sqlalchemy.engine import make_url
@@ -103,34 +110,90 @@ class Settings:
 
     def missing_sqlite_file(self) -> Path | None:
         """The file of a SQLite URL when it does not exist: reading commands report it rather
-        than create an empty database as a side effect."""
+        than create an empty database as a side effect. When its directory does not exist
+        either, the database is unreachable (CliError): no command creates a directory."""
         url = make_url(normalize_url(self.url))
         name = url.database or ""
         if url.get_backend_name() != "sqlite" or "uri" in url.query or name in ("", ":memory:"):
             return None
-        return None if Path(name).exists() else Path(name)
+        path = Path(name)
+        if path.exists():
+            return None
+        if not path.parent.is_dir():
+            state = "is not a directory" if path.parent.exists() else "does not exist"
+            _fail(f"database error ({self.display_url()}): directory '{path.parent}' {state}")
+        return path
 
 
 class _Group(click.Group):
     """The root group: turns the expected failures of any command into one ``error:`` line."""
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        """Parse the global options; a usage error may quote an argument: escape it."""
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as exc:
+            _escape_click_error(exc)
+            raise
+
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; report an expected failure in one line and exit with status 1."""
         try:
             return super().invoke(ctx)
+        except click.ClickException as exc:  # a command's usage error, printed by click
+            _escape_click_error(exc)
+            raise
         except _EXPECTED as exc:
             if isinstance(exc, BrokenPipeError):
                 raise  # click exits quietly when the reader went away (`burr-async apps | head`)
             if ctx.params.get("debug"):
-                traceback.print_exception(exc)
+                trace = "".join(traceback.format_exception(exc))
+                click.echo(_printable(trace, multiline=True), err=True, nl=False)
             settings = ctx.obj if isinstance(ctx.obj, Settings) else None
-            click.echo(f"error: {_message(exc, settings)}", err=True)
+            click.echo(f"error: {_printable(_message(exc, settings))}", err=True)
             ctx.exit(1)
 
 
+def _printable(text: str, *, as_json: bool = False, multiline: bool = False) -> str:
+    """``text`` safe to print on a terminal: every character ``str.isprintable`` rejects (C0
+    and C1 controls such as ESC, BEL, CR, backspace and DEL; format characters such as the
+    bidi override U+202E; separators other than the space) is replaced by its escape, as
+    ``\\x1b``, ``\\n`` or ``\\u202e``. ``as_json=True`` uses the escapes JSON has (``\\u001b``)
+    so that JSON text stays valid JSON; ``multiline=True`` keeps the newlines."""
+    if text.isprintable():
+        return text
+
+    def escape(char: str) -> str:
+        if char.isprintable() or (multiline and char == "\n"):
+            return char
+        return json.dumps(char)[1:-1] if as_json else char.encode("unicode_escape").decode("ascii")
+
+    return "".join(map(escape, text))
+
+
+def _escape_click_error(exc: click.ClickException) -> None:
+    """Escape the message of an error click prints itself (a usage error may quote an
+    argument, as in "Got unexpected extra argument (...)"). Its newlines are kept: the help
+    printed for a group run without a command is such a message."""
+    message = _printable(exc.message, multiline=True)
+    exc.message = message  # type: ignore[misc]  # Final only to type checkers
+
+
+def _cell(text: str) -> Text:
+    """A table cell holding ``text`` escaped, as plain text (never read as rich markup)."""
+    return Text(_printable(text))
+
+
 def _first_line(value: object) -> str:
-    """The first non-blank line of ``str(value)`` (its type's name when there is none)."""
-    lines = [line.strip() for line in str(value).splitlines() if line.strip()]
+    """The first non-blank line of ``str(value)`` (its type's name when there is none). Lines
+    end at a newline only: a CR or another separator inside a line is escaped when printed."""
+    lines = [line.strip() for line in str(value).split("\n") if line.strip()]
     return lines[0] if lines else type(value).__name__
 
 
@@ -199,7 +262,8 @@ def _read(settings: Settings, query: Callable[[SQLAlchemyPersister], Awaitable[T
 
 def _console() -> Console:
     """Rich output on stdout; when stdout is not a terminal it is never wrapped or truncated."""
-    return Console(width=None if sys.stdout.isatty() else 10_000, markup=False, highlight=False)
+    width = None if sys.stdout.isatty() else 10_000
+    return Console(width=width, markup=False, emoji=False, highlight=False)
 
 
 def _when(value: dt.datetime) -> str:
@@ -209,7 +273,7 @@ def _when(value: dt.datetime) -> str:
 
 def _status(status: Status) -> Text:
     """A step's status, coloured on a terminal."""
-    return Text(status, style="red" if status == "failed" else "green")
+    return Text(_printable(status), style="red" if status == "failed" else "green")
 
 
 def _not_found(settings: Settings, app_id: str, partition: str | None, seq: int | None) -> str:
@@ -275,6 +339,7 @@ def _migrate(
             await change(engine, revision, table_name=table_name, schema=schema)
         return await migrate.current(engine, table_name=table_name, schema=schema)
 
+    settings.missing_sqlite_file()  # a missing directory: unreachable, reported before connecting
     return _with_engine(settings, run)
 
 
@@ -320,7 +385,7 @@ def _table_options(command: Callable[..., None]) -> Callable[..., None]:
 def upgrade(settings: Settings, revision: str) -> None:
     """Create the table or migrate it up to REVISION (default: head)."""
     found = _migrate(settings, migrate.upgrade, revision)
-    click.echo(f"table {settings.table!r}: {found or 'not provisioned'}")
+    click.echo(_printable(f"table {settings.table!r}: {found or 'not provisioned'}"))
 
 
 @db.command()
@@ -330,7 +395,7 @@ def upgrade(settings: Settings, revision: str) -> None:
 def downgrade(settings: Settings, revision: str) -> None:
     """Migrate the table down to REVISION ('base' drops the table and its version table)."""
     found = _migrate(settings, migrate.downgrade, revision)
-    click.echo(f"table {settings.table!r}: {found or 'not provisioned'}")
+    click.echo(_printable(f"table {settings.table!r}: {found or 'not provisioned'}"))
 
 
 @db.command()
@@ -339,7 +404,7 @@ def downgrade(settings: Settings, revision: str) -> None:
 def current(settings: Settings) -> None:
     """Print the table's revision, or "not provisioned"."""
     found = None if settings.missing_sqlite_file() else _migrate(settings)
-    click.echo(found or "not provisioned")
+    click.echo(_printable(found or "not provisioned"))
 
 
 @db.command()
@@ -351,7 +416,7 @@ def check(settings: Settings) -> None:
     found = None if settings.missing_sqlite_file() else _migrate(settings)
     if found != HEAD_REVISION:
         raise SchemaOutOfDateError(settings.table, found, HEAD_REVISION, "")
-    click.echo(f"table {settings.table!r} is at revision {found} (head)")
+    click.echo(_printable(f"table {settings.table!r} is at revision {found} (head)"))
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -378,11 +443,11 @@ def apps(settings: Settings, partition: str | None, all_partitions: bool, limit:
     if not summaries:
         where = f"partition {partition!r}" if partition else "the default partition"
         where = "any partition" if all_partitions else f"{where} (try --all)"
-        click.echo(f"no apps in {where} of table {settings.table!r}")
+        click.echo(_printable(f"no apps in {where} of table {settings.table!r}"))
         return
     table = Table("app id", "partition", "last step", "position", "status", "updated")
     for s in summaries:
-        row = (s.app_id, s.partition_key or "", str(s.sequence_id), s.position)
+        row = (_cell(s.app_id), _cell(s.partition_key or ""), str(s.sequence_id), _cell(s.position))
         table.add_row(*row, _status(s.status), _when(s.updated_at))
     _console().print(table)
 
@@ -398,8 +463,10 @@ def history(settings: Settings, app_id: str, partition: str | None) -> None:
         _fail(_not_found(settings, app_id, partition, None))
     table = Table("seq", "position", "status", "created", "error")
     for step in steps:
-        cells = (str(step.sequence_id), step.position, _status(step.status), _when(step.created_at))
-        table.add_row(*cells, _first_line(step.error) if step.error else "")
+        cells = (str(step.sequence_id), _cell(step.position), _status(step.status))
+        table.add_row(
+            *cells, _when(step.created_at), _cell(_first_line(step.error) if step.error else "")
+        )
     _console().print(table)
 
 
@@ -413,7 +480,11 @@ def show(settings: Settings, app_id: str, partition: str | None, seq: int | None
     step = _read(settings, lambda p: p.load(partition, app_id, seq))
     if step is None:
         _fail(_not_found(settings, app_id, partition, seq))
-    _console().print_json(data=step.state.get_all(), default=_display)
+    # Not print_json: JSON escapes only C0 controls in strings, and leaves DEL, C1 and U+202E.
+    text = json.dumps(step.state.get_all(), indent=2, ensure_ascii=False, default=_display)
+    body = JSONHighlighter()(Text(_printable(text, as_json=True, multiline=True)))
+    body.no_wrap, body.overflow = True, None
+    _console().print(body, soft_wrap=True)
 
 
 @cli.command()
@@ -431,24 +502,26 @@ def diff(settings: Settings, app_id: str, seq_a: int, seq_b: int, partition: str
     a, b = _read(settings, both)
     if a is None or b is None:
         _fail(_not_found(settings, app_id, partition, seq_a if a is None else seq_b))
-    click.echo(f"app {app_id!r}: step {seq_a} ({a.position}) -> step {seq_b} ({b.position})")
+    header = f"app {app_id!r}: step {seq_a} ({a.position}) -> step {seq_b} ({b.position})"
+    click.echo(_printable(header))
     lines = list(_diff_lines(a.state.get_all(), b.state.get_all()))
     click.echo("\n".join(lines) if lines else "no differences")
 
 
 def _diff_lines(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[str]:
-    """``+ key: value``, ``- key: value`` and ``~ key: old -> new``, values as JSON."""
+    """``+ key: value``, ``- key: value`` and ``~ key: old -> new``, values as JSON (all
+    escaped by :func:`_printable`)."""
 
     def show(value: Any) -> str:
-        return json.dumps(value, default=_display, ensure_ascii=False)
+        return _printable(json.dumps(value, default=_display, ensure_ascii=False), as_json=True)
 
     for key in sorted(new.keys() - old.keys()):
-        yield f"+ {key}: {show(new[key])}"
+        yield f"+ {_printable(key)}: {show(new[key])}"
     for key in sorted(old.keys() - new.keys()):
-        yield f"- {key}: {show(old[key])}"
+        yield f"- {_printable(key)}: {show(old[key])}"
     for key in sorted(old.keys() & new.keys()):
         if old[key] != new[key]:
-            yield f"~ {key}: {show(old[key])} -> {show(new[key])}"
+            yield f"~ {_printable(key)}: {show(old[key])} -> {show(new[key])}"
 
 
 # -- graph ------------------------------------------------------------------------------------
@@ -470,7 +543,7 @@ def graph(target: str) -> None:
     else:
         kind = type(obj).__name__
         _fail(f"{target!r} is a {kind}, not an ApplicationBuilder, Application or Graph")
-    click.echo(text, nl=False)
+    click.echo(_printable(text, multiline=True), nl=False)
 
 
 def _import_object(target: str) -> object:

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import anyio
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 from burr_async import State
@@ -365,7 +366,9 @@ def test_diff_names_the_missing_step(db: Database) -> None:
 
 
 @pytest.mark.parametrize("url", UNREACHABLE)
-@pytest.mark.parametrize("command", [["db", "upgrade"], ["db", "check"], ["apps"]])
+@pytest.mark.parametrize(
+    "command", [["db", "upgrade"], ["db", "current"], ["db", "check"], ["apps"], ["show", "a"]]
+)
 def test_unreachable_database_is_one_line(url: str, command: list[str]) -> None:
     result = run("--url", url, *command)
     assert_one_line_error(result)
@@ -386,6 +389,32 @@ def test_reading_a_missing_sqlite_file_does_not_create_it(tmp_path: Path) -> Non
     assert_one_line_error(result, "does not exist", "db upgrade")
     assert run("--url", f"sqlite:///{path}", "db", "current").stdout == "not provisioned\n"
     assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["db", "current"],
+        ["db", "check"],
+        ["db", "upgrade"],
+        ["db", "downgrade", "base"],
+        ["apps"],
+        ["history", "a"],
+        ["show", "a"],
+        ["diff", "a", "0", "1"],
+    ],
+)
+@pytest.mark.parametrize("parent", ["absent/sub", "a-file"])
+def test_a_sqlite_file_in_a_missing_directory_is_unreachable(
+    tmp_path: Path, parent: str, command: list[str]
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory\n", encoding="utf-8")
+    directory = tmp_path / parent
+    result = run("--url", f"sqlite:///{directory / 'x.db'}", *command)
+    state = "is not a directory" if parent == "a-file" else "does not exist"
+    assert_one_line_error(result, "database error", f"directory '{directory}' {state}")
+    assert not (tmp_path / "absent").exists()
+    assert (tmp_path / "a-file").read_text(encoding="utf-8") == "not a directory\n"
 
 
 def test_debug_shows_the_traceback() -> None:
@@ -417,6 +446,219 @@ def test_invalid_url_is_one_line() -> None:
 def test_url_comes_from_the_environment(sqlite_db: Database) -> None:
     result = run("db", "current", env={"BURR_ASYNC_DATABASE_URL": sqlite_db.url})
     assert result.stdout == f"{HEAD_REVISION}\n"
+
+
+# -- hostile strings -----------------------------------------------------------------------------
+# Control and format characters, each with the escape the CLI shows for it, and rich markup and
+# an emoji code, which must come out verbatim. json.dumps escapes only C0 controls, so DEL, a C1
+# control (\x9b is CSI) and U+202E (bidi override) would pass through `show`; rich drops CR,
+# backspace and BEL from table cells but keeps ESC. No NUL: Postgres cannot store it.
+HOSTILE = [
+    ("\x1b]0;pwned\x07", r"\x1b]0;pwned\x07"),
+    ("\x1b[2J", r"\x1b[2J"),
+    ("\r", r"\r"),
+    ("\x08", r"\x08"),
+    ("\x7f", r"\x7f"),
+    ("\x9b", r"\x9b"),
+    ("\u202e", r"\u202e"),
+    ("\t", r"\t"),
+    ("[bold red]x[/]:warning:", "[bold red]x[/]:warning:"),
+]
+RAW = ["\x1b", "\x07", "\r", "\x08", "\x7f", "\x9b", "\u202e", "\t", "\u26a0"]  # and no ⚠
+
+
+def hostile(prefix: str) -> tuple[str, str]:
+    """A string holding every HOSTILE piece after ``prefix``, and how the CLI shows it."""
+    return prefix + "".join(raw for raw, _ in HOSTILE), prefix + "".join(esc for _, esc in HOSTILE)
+
+
+def assert_no_raw_controls(text: str) -> None:
+    for char in RAW:
+        assert char not in text, (char, text)
+
+
+def test_stored_strings_are_escaped_in_apps_and_history(db: Database) -> None:
+    (part, part_shown), (app_id, app_shown) = hostile(unique("p")), hostile(unique("a"))
+    (position, position_shown), (error, error_shown) = hostile("pos"), hostile("RuntimeError: ")
+    seed(
+        db,
+        (part, app_id, 0, position, {"n": 0}, "completed", None),
+        (part, app_id, 1, "count\nnext", {"n": 1}, "failed", f"{error}\r\n  at line 3"),
+    )
+    listed = run_db(db, "apps", "-p", part)
+    assert listed.exit_code == 0, listed.output
+    assert_no_raw_controls(listed.output)
+    assert [row[:5] for row in table_rows(listed.stdout)] == [
+        [app_shown, part_shown, "1", r"count\nnext", "failed"]
+    ]
+    everything = run_db(db, "apps", "--all")
+    assert_no_raw_controls(everything.output)
+    assert [app_shown, part_shown] in [row[:2] for row in table_rows(everything.stdout)]
+
+    steps = run_db(db, "history", app_id, "-p", part)
+    assert steps.exit_code == 0, steps.output
+    assert_no_raw_controls(steps.output)
+    assert [(r[0], r[1], r[2], r[4]) for r in table_rows(steps.stdout)] == [
+        ("0", position_shown, "completed", ""),
+        ("1", r"count\nnext", "failed", error_shown),
+    ]
+
+
+def test_stored_strings_are_escaped_in_show_and_diff(db: Database) -> None:
+    app_id, (key, key_shown) = hostile(unique("a"))[0], hostile("k")
+    (position, position_shown), (value, _) = hostile("pos"), hostile("v")
+    before = {"n": 0, key: "old", "list": [value]}
+    after = {"n": 1, key: value, "new": {key: value}}
+    seed(
+        db,
+        (None, app_id, 0, position, before, "completed", None),
+        (None, app_id, 1, "count", after, "completed", None),
+    )
+    shown = run_db(db, "show", app_id)
+    assert shown.exit_code == 0, shown.output
+    assert_no_raw_controls(shown.output)
+    assert json.loads(shown.stdout) == after  # still valid JSON, with the same strings
+    assert r"\u001b]0;pwned\u0007" in shown.stdout
+    assert r"\u009b\u202e" in shown.stdout
+    assert "[bold red]x[/]:warning:" in shown.stdout
+    for command in (["show", app_id, "--seq", "9"], ["diff", app_id, "0", "9"]):
+        missing = run_db(db, *command)
+        assert_one_line_error(missing, "no step 9", r"\x1b]0;pwned\x07")
+        assert_no_raw_controls(missing.output)
+
+    changed = run_db(db, "diff", app_id, "0", "1")
+    assert changed.exit_code == 0, changed.output
+    assert_no_raw_controls(changed.output)
+    lines = changed.stdout.splitlines()
+    assert lines[0] == f"app {app_id!r}: step 0 ({position_shown}) -> step 1 (count)"
+    value_json, key_json = as_json(value), as_json(key)
+    assert lines[1:] == [
+        f"+ new: {{{key_json}: {value_json}}}",
+        f"- list: [{value_json}]",
+        f'~ {key_shown}: "old" -> {value_json}',
+        "~ n: 0 -> 1",
+    ]
+
+
+def as_json(text: str) -> str:
+    """``text`` as a JSON string with every non-printable character escaped, as diff shows it."""
+    return json.dumps(text, ensure_ascii=False).translate(
+        {ord(c): f"\\u{ord(c):04x}" for c in "\x7f\x9b\u202e"}
+    )
+
+
+def test_a_stored_revision_is_escaped(db: Database) -> None:
+    name = unique("rev")
+    revision, revision_shown = "\x1b]0;pwned\x07\x9b\u202e", r"\x1b]0;pwned\x07\x9b\u202e"
+    version_table = (
+        f"{db.schema}.{name}_alembic_version" if db.schema else f"{name}_alembic_version"
+    )
+
+    async def forge() -> None:
+        engine = db.engine()
+        try:
+            async with engine.begin() as conn:
+                update = f"UPDATE {version_table} SET version_num = :v"
+                await conn.execute(sa.text(update), {"v": revision})
+        finally:
+            await engine.dispose()
+
+    try:
+        assert run_db(db, "--table-name", name, "db", "upgrade").exit_code == 0
+        in_fresh_thread(lambda: anyio.run(forge))
+        current = run_db(db, "--table-name", name, "db", "current")
+        assert (current.exit_code, current.stdout) == (0, f"{revision_shown}\n")
+        for command in (["db", "check"], ["apps"]):
+            failed = run_db(db, "--table-name", name, *command)
+            assert_one_line_error(failed, revision_shown)
+            assert_no_raw_controls(failed.output)
+    finally:
+        in_fresh_thread(lambda: anyio.run(drop_table, db, name))
+
+
+async def drop_table(db: Database, name: str) -> None:
+    engine = db.engine()
+    prefix = f"{db.schema}." if db.schema else ""
+    try:
+        async with engine.begin() as conn:
+            for table in (name, f"{name}_alembic_version"):
+                await conn.execute(sa.text(f"DROP TABLE IF EXISTS {prefix}{table}"))
+    finally:
+        await engine.dispose()
+
+
+def test_error_lines_are_escaped(tmp_path: Path) -> None:
+    text, shown = hostile("")
+    broken = tmp_path / "broken.py"
+    broken.write_text(f"raise RuntimeError({text!r})\n", encoding="utf-8")
+    directory = tmp_path / f"dir{text}"
+    for args, fragment in [
+        (["graph", f"{tmp_path}/absent{text}.py:builder"], f"absent{shown}.py"),
+        (["graph", f"{broken}:builder"], f"RuntimeError: {shown}"),
+        (["--url", f"sqlite:///{directory}/x.db", "apps"], f"dir{shown}' does not exist"),
+    ]:
+        result = run(*args)
+        assert_one_line_error(result, fragment)
+        assert_no_raw_controls(result.output)
+    assert not directory.exists()
+
+
+def test_the_debug_traceback_is_escaped(tmp_path: Path) -> None:
+    text, shown = hostile("")
+    broken = tmp_path / "broken.py"
+    broken.write_text(f"raise RuntimeError({text!r})\n", encoding="utf-8")
+    result = run("--debug", "graph", f"{broken}:builder")
+    assert result.exit_code == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert f"RuntimeError: {shown}" in result.stderr
+    assert_no_raw_controls(result.output)
+
+
+@pytest.mark.parametrize(
+    "args", [["show", "a", "{text}"], ["apps", "--limit", "{text}"], ["--{text}", "apps"]]
+)
+def test_usage_errors_are_escaped(args: list[str]) -> None:
+    text, shown = hostile("")
+    result = run(*(arg.format(text=text) for arg in args))
+    assert result.exit_code == 2
+    assert shown in result.stderr
+    assert_no_raw_controls(result.output)
+
+
+@pytest.mark.parametrize("args", [[], ["db"]])
+def test_a_group_without_a_command_still_prints_its_help(args: list[str]) -> None:
+    result = run(*args)
+    assert result.exit_code == 2
+    assert result.output.startswith("Usage: ")
+    assert "\nCommands:\n" in result.output
+
+
+def test_graph_labels_are_escaped(tmp_path: Path) -> None:
+    text, shown = hostile("")
+    module = tmp_path / "labels.py"
+    module.write_text(
+        textwrap.dedent(
+            f"""
+            from burr_async import ApplicationBuilder, Result, State, action, default
+
+            @action(reads=[], writes=[])
+            def step(state: State) -> State:
+                return state
+
+            builder = (
+                ApplicationBuilder()
+                .with_actions(**{{{text!r}: step}}, done=Result())
+                .with_transitions(({text!r}, "done", default))
+                .with_entrypoint({text!r})
+            )
+            """
+        ),
+        encoding="utf-8",
+    )
+    result = run("graph", f"{module}:builder")
+    assert result.exit_code == 0, result.output
+    assert_no_raw_controls(result.output)
+    assert f'["{shown}"]' in result.stdout
 
 
 # -- graph ----------------------------------------------------------------------------------------
