@@ -1,5 +1,12 @@
-"""burr_async: async-first state machines with durable, per-step persistence."""
+"""burr_async: async-first state machines with durable, per-step persistence.
 
+The SQLAlchemy persisters are imported on first use: ``import burr_async`` loads neither
+SQLAlchemy nor Alembic.
+"""
+
+from typing import TYPE_CHECKING
+
+from burr_async._lazy import lazy_exports
 from burr_async.actions import (
     Action,
     FunctionAction,
@@ -16,6 +23,7 @@ from burr_async.errors import (
     ActionError,
     ApplicationBusyError,
     BurrAsyncError,
+    CommitUnknownError,
     ConcurrentStepError,
     ConditionError,
     ConfigurationError,
@@ -26,6 +34,7 @@ from burr_async.errors import (
     MissingInputError,
     MissingWriteError,
     PersistenceError,
+    SchemaAheadError,
     SchemaOutOfDateError,
     SerializationError,
     StateNotFoundError,
@@ -45,6 +54,7 @@ from burr_async.hooks import (
     PreRunStepHookAsync,
 )
 from burr_async.persistence.base import (
+    AppSummary,
     AsyncBaseStateLoader,
     AsyncBaseStatePersister,
     AsyncBaseStateSaver,
@@ -52,14 +62,24 @@ from burr_async.persistence.base import (
     PersistedStateData,
 )
 from burr_async.persistence.memory import InMemoryPersister
-from burr_async.persistence.sqlalchemy import (
-    AppSummary,
-    PostgreSQLPersister,
-    SQLAlchemyPersister,
-    SQLitePersister,
-)
 from burr_async.serde import OrjsonSerde, Serde
 from burr_async.state import State
+
+if TYPE_CHECKING:
+    from burr_async.persistence.sqlalchemy import (
+        PostgreSQLPersister,
+        SQLAlchemyPersister,
+        SQLitePersister,
+    )
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    globals(),
+    dict.fromkeys(
+        ("PostgreSQLPersister", "SQLAlchemyPersister", "SQLitePersister"),
+        "burr_async.persistence.sqlalchemy",
+    ),
+)
 
 __all__ = [
     "Action",
@@ -72,6 +92,7 @@ __all__ = [
     "AsyncBaseStatePersister",
     "AsyncBaseStateSaver",
     "BurrAsyncError",
+    "CommitUnknownError",
     "ConcurrentStepError",
     "Condition",
     "ConditionError",
@@ -103,6 +124,7 @@ __all__ = [
     "Result",
     "SQLAlchemyPersister",
     "SQLitePersister",
+    "SchemaAheadError",
     "SchemaOutOfDateError",
     "Serde",
     "SerializationError",

@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from contextlib import aclosing
 from typing import Any, Self, TypeAlias
 
 from burr_async.errors import (
@@ -265,7 +266,9 @@ class StreamingAction(Action):
             f"{type(self).__qualname__} must implement stream_run(state, **inputs)"
         )
 
-    async def _stream(self, state: State, inputs: Mapping[str, Any]) -> AsyncIterator[StreamItem]:
+    async def _stream(
+        self, state: State, inputs: Mapping[str, Any]
+    ) -> AsyncGenerator[StreamItem, None]:
         last: ResultDict | None = None
         async for item in _aiter(self.stream_run(state, **inputs)):
             if last is not None:
@@ -294,7 +297,9 @@ class StreamingFunctionAction(_FunctionBase):
     def streaming(self) -> bool:
         return True
 
-    async def _stream(self, state: State, inputs: Mapping[str, Any]) -> AsyncIterator[StreamItem]:
+    async def _stream(
+        self, state: State, inputs: Mapping[str, Any]
+    ) -> AsyncGenerator[StreamItem, None]:
         async for item in _aiter(self._fn(state, **self._bound, **inputs)):
             if (
                 not isinstance(item, tuple)
@@ -315,19 +320,32 @@ class StreamingFunctionAction(_FunctionBase):
         return await _drain(self.name, self._stream(state, inputs))
 
 
-async def _aiter(source: Any) -> AsyncIterator[Any]:
+async def _aiter(source: Any) -> AsyncGenerator[Any, None]:
+    """Iterate a sync or async iterable; when the iteration ends early (the step ended, or was
+    abandoned) a generator underneath is closed at once, so its ``finally`` runs now."""
     if hasattr(source, "__aiter__"):
-        async for item in source:
-            yield item
+        try:
+            async for item in source:
+                yield item
+        finally:
+            close = getattr(source, "aclose", None)
+            if close is not None:
+                await close()
     else:
-        for item in source:
-            yield item
+        try:
+            for item in source:
+                yield item
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
 
 
-async def _drain(name: str, stream: AsyncIterator[StreamItem]) -> tuple[ResultDict, State]:
-    async for result, state in stream:
-        if state is not None:
-            return result, state
+async def _drain(name: str, stream: AsyncGenerator[StreamItem, None]) -> tuple[ResultDict, State]:
+    async with aclosing(stream):
+        async for result, state in stream:
+            if state is not None:
+                return result, state
     raise InvalidActionResultError(
         f"Streaming action {name!r} ended without yielding its final (result, State).",
         action=name,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import anyio
 
 from burr_async._shield import run_to_completion
 from burr_async.actions import (
@@ -19,7 +22,9 @@ from burr_async.actions import (
 from burr_async.errors import (
     ApplicationBusyError,
     BurrAsyncError,
-    ConfigurationError,
+    CommitUnknownError,
+    ConcurrentStepError,
+    InvalidActionResultError,
     PersistenceError,
 )
 from burr_async.graph import Graph
@@ -67,7 +72,7 @@ class Application:
         self._persister = persister
         self._parent = parent
         self._busy = False
-        self._has_step_hooks = hooks.has("pre_run_step") or hooks.has("post_run_step")
+        self._unsettled: _Step | None = None
 
     # -- identity and position ---------------------------------------------------------------
     @property
@@ -210,13 +215,8 @@ class Application:
         self._busy = hold
         try:
             if self._hooks.has("pre_run_execute_call"):
-                await self._hooks.call(
-                    "pre_run_execute_call",
-                    None,
-                    app_id=self._uid,
-                    partition_key=self._partition_key,
-                    state=self._state,
-                    method=method,
+                await self._call_hooks(
+                    "pre_run_execute_call", None, state=self._state, method=method
                 )
             error: Exception | None = None
             try:
@@ -226,11 +226,9 @@ class Application:
                 raise
             finally:
                 if self._hooks.has("post_run_execute_call"):
-                    await self._hooks.call(
+                    await self._call_hooks(
                         "post_run_execute_call",
                         None,
-                        app_id=self._uid,
-                        partition_key=self._partition_key,
                         state=self._state,
                         method=method,
                         exception=error,
@@ -302,19 +300,12 @@ class Application:
         act = upcoming or self.get_next_action()
         if act is None:
             return None
-        run_inputs = _resolve_inputs(act, inputs, self._uid)
-        sequence_id = self._next_sequence_id()
-        before = self._state
-        if self._has_step_hooks:
-            await self._pre_step_hooks(act, sequence_id, run_inputs)
-        try:
-            result, after = await act._execute(before, run_inputs)
-            after = _checked_state(act, before, after)
-        except Exception as exc:
-            await self._fail(act, sequence_id, exc)
-            raise
-        await self._commit(act, sequence_id, after, result)
-        return act, result, after
+        final: StreamItem | None = None
+        async for final in self._run_step(act, _resolve_inputs(act, inputs, self._uid)):  # noqa: B007
+            pass
+        assert final is not None
+        assert final[1] is not None
+        return act, final[0], final[1]
 
     async def _stream_step(
         self, act: Action, run_inputs: dict[str, Any], expected_sequence_id: int | None
@@ -329,76 +320,127 @@ class Application:
             )
         self._busy = True
         try:
-            sequence_id = self._next_sequence_id()
-            before = self._state
-            if self._has_step_hooks:
-                await self._pre_step_hooks(act, sequence_id, run_inputs)
-            try:
-                final: tuple[ResultDict, State] | None = None
-                async for partial, new_state in act._stream(before, run_inputs):  # type: ignore[attr-defined]
-                    if new_state is None:
-                        yield partial, None
-                    else:
-                        final = partial, _checked_state(act, before, new_state)
-                        break
-                if final is None:
-                    raise ConfigurationError(
-                        f"Streaming action {act.name!r} ended without its final (result, State)."
-                    )
-            except Exception as exc:
-                await self._fail(act, sequence_id, exc)
-                raise
-            await self._commit(act, sequence_id, final[1], final[0])
+            async with aclosing(self._run_step(act, run_inputs)) as steps:
+                async for item in steps:
+                    yield item
         finally:
             self._busy = False
-        yield final
+
+    async def _run_step(
+        self, act: Action, inputs: dict[str, Any]
+    ) -> AsyncGenerator[StreamItem, None]:
+        """The one step routine, which every way of running drives: run ``act`` (streamed when
+        it streams, its generator closed when the step ends), check what it returned, store
+        the step, and run the step hooks. Yields ``(partial, None)`` for each partial result
+        of a streaming action, then ``(result, state)`` once the step is committed.
+
+        A step whose save ended with :class:`~burr_async.errors.CommitUnknownError` is settled
+        first: the very same step is saved again (its action does not run again)."""
+        sequence_id = self._next_sequence_id()
+        pending = self._unsettled
+        if pending is not None and pending.sequence_id == sequence_id and pending.action is act:
+            if pending.exception is None:
+                assert pending.result is not None
+                await self._commit(act, sequence_id, pending.state, pending.result)
+                yield pending.result, pending.state
+                return
+            await self._fail(act, sequence_id, pending.exception)  # stored: now run it again
+            sequence_id = self._next_sequence_id()
+        before = self._state
+        if self._hooks.has("pre_run_step"):
+            await self._call_hooks(
+                "pre_run_step", act, sequence_id=sequence_id, state=before, inputs=inputs
+            )
+        try:
+            if act.streaming:
+                final: StreamItem | None = None
+                async with aclosing(act._stream(before, inputs)) as stream:  # type: ignore[attr-defined]
+                    async for partial, new_state in stream:
+                        if new_state is not None:
+                            final = partial, new_state
+                            break
+                        yield partial, None
+                if final is None or final[1] is None:
+                    raise InvalidActionResultError(
+                        f"Streaming action {act.name!r} ended without yielding its final "
+                        "(result, State).",
+                        action=act.name,
+                    )
+                result, after = final[0], final[1]
+            else:
+                result, after = await act._execute(before, inputs)
+            after = _checked_state(act, before, after)
+        except Exception as exc:
+            await self._fail(act, sequence_id, exc)
+            raise
+        await self._commit(act, sequence_id, after, result)
+        yield result, after
 
     def _next_sequence_id(self) -> int:
         """The number the next step gets: 0 for the first, then one more than the last."""
         return 0 if self._sequence_id is None else self._sequence_id + 1
 
-    async def _pre_step_hooks(self, act: Action, sequence_id: int, inputs: dict[str, Any]) -> None:
-        if self._hooks.has("pre_run_step"):
-            await self._hooks.call(
-                "pre_run_step",
-                act.name,
-                app_id=self._uid,
-                partition_key=self._partition_key,
+    async def _call_hooks(self, phase: str, act: Action | None, **kwargs: Any) -> None:
+        """Call the hooks of ``phase`` with the keywords every hook gets (the app's ids, and
+        the action when there is one) and ``kwargs``."""
+        if act is not None:
+            kwargs["action"] = act
+        await self._hooks.call(
+            phase,
+            act.name if act is not None else None,
+            app_id=self._uid,
+            partition_key=self._partition_key,
+            **kwargs,
+        )
+
+    async def _post_step_hooks(
+        self,
+        act: Action,
+        sequence_id: int,
+        result: ResultDict | None,
+        exception: Exception | None,
+        *,
+        cancelled: bool,
+    ) -> None:
+        """The post-step hooks of a committed step; when the caller was cancelled meanwhile
+        they still run (shielded), so that a tracing hook sees slow steps too."""
+        if not self._hooks.has("post_run_step"):
+            return
+        with anyio.CancelScope(shield=cancelled):
+            await self._call_hooks(
+                "post_run_step",
+                act,
                 sequence_id=sequence_id,
                 state=self._state,
-                action=act,
-                inputs=inputs,
+                result=result,
+                exception=exception,
             )
 
     async def _commit(
         self, act: Action, sequence_id: int, state: State, result: ResultDict
     ) -> None:
-        cancelled = await self._persist(act, sequence_id, state, "completed", None)
+        cancelled = await self._persist(act, sequence_id, state, "completed", None, result=result)
         self._state = state
         self._sequence_id = sequence_id
         self._position = act.name
         self._status = "completed"
-        if cancelled:  # the step landed whole; now the cancellation may go through
-            raise asyncio.CancelledError
-        if self._has_step_hooks and self._hooks.has("post_run_step"):
-            await self._hooks.call(
-                "post_run_step",
-                act.name,
-                app_id=self._uid,
-                partition_key=self._partition_key,
-                sequence_id=sequence_id,
-                state=state,
-                action=act,
-                result=result,
-                exception=None,
-            )
+        try:
+            await self._post_step_hooks(act, sequence_id, result, None, cancelled=cancelled)
+        finally:
+            if cancelled:  # the step landed whole; now the cancellation may go through
+                raise asyncio.CancelledError
 
     async def _fail(self, act: Action, sequence_id: int, exc: Exception) -> None:
         """Store a ``failed`` step (state as it was before the action) so that a resumed
         application runs the action again; the caller re-raises ``exc``."""
         try:
             cancelled = await self._persist(
-                act, sequence_id, self._state, "failed", f"{type(exc).__name__}: {exc}"
+                act,
+                sequence_id,
+                self._state,
+                "failed",
+                f"{type(exc).__name__}: {exc}",
+                exception=exc,
             )
         except PersistenceError as write_error:
             write_error.add_note(f"The step was being recorded as failed because: {exc!r}")
@@ -406,89 +448,87 @@ class Application:
         self._sequence_id = sequence_id
         self._position = act.name
         self._status = "failed"
-        if cancelled:
-            raise asyncio.CancelledError
-        if self._has_step_hooks and self._hooks.has("post_run_step"):
-            try:
-                await self._hooks.call(
-                    "post_run_step",
-                    act.name,
-                    app_id=self._uid,
-                    partition_key=self._partition_key,
-                    sequence_id=sequence_id,
-                    state=self._state,
-                    action=act,
-                    result=None,
-                    exception=exc,
-                )
-            except BurrAsyncError as hook_error:
-                exc.add_note(str(hook_error))
+        try:
+            await self._post_step_hooks(act, sequence_id, None, exc, cancelled=cancelled)
+        except BurrAsyncError as hook_error:
+            exc.add_note(str(hook_error))
+        finally:
+            if cancelled:
+                raise asyncio.CancelledError
 
     async def _persist(
-        self, act: Action, sequence_id: int, state: State, status: Status, error: str | None
+        self,
+        act: Action,
+        sequence_id: int,
+        state: State,
+        status: Status,
+        error: str | None,
+        *,
+        result: ResultDict | None = None,
+        exception: Exception | None = None,
     ) -> bool:
         """Save the step and return once it is durable, even if the caller is cancelled
         meanwhile; returns whether a cancellation arrived (the caller re-raises it once the
-        application agrees with what was stored)."""
-        persister = self._persister
-        if persister is None:
+        application agrees with what was stored). Whether a save that fails left the step
+        stored is the persister's to settle (see :class:`~burr_async.persistence.base.
+        AsyncBaseStateSaver`); a step it could not settle is remembered, and saved again by
+        the next step."""
+        if self._persister is None:
             return False
+        step = _Step(act, sequence_id, state, status, error, result, exception)
+        _, cancelled = await run_to_completion(self._save(step))
+        return cancelled
+
+    async def _save(self, step: _Step) -> None:
+        assert self._persister is not None
         try:
-            _, cancelled = await run_to_completion(
-                persister.save(
-                    self._partition_key,
-                    self._uid,
-                    sequence_id,
-                    act.name,
-                    state,
-                    status,
-                    error=error,
-                    **({"parent": self._parent} if self._parent is not None else {}),
-                )
+            await self._persister.save(
+                self._partition_key,
+                self._uid,
+                step.sequence_id,
+                step.action.name,
+                step.state,
+                step.status,
+                error=step.error,
+                **({"parent": self._parent} if self._parent is not None else {}),
             )
-            return cancelled
-        except BurrAsyncError as exc:
-            if type(exc) is PersistenceError and await self._landed(
-                act, sequence_id, state, status
-            ):
-                return False
-            if isinstance(exc, PersistenceError) and exc.app_id is None:
-                raise PersistenceError(
-                    f"Saving the step failed: {exc}",
-                    app_id=self._uid,
-                    partition_key=self._partition_key,
-                    sequence_id=sequence_id,
-                    action=act.name,
-                ) from exc
+        except PersistenceError as exc:
+            exc.add_ids(
+                app_id=self._uid,
+                partition_key=self._partition_key,
+                sequence_id=step.sequence_id,
+                action=step.action.name,
+            )
+            if isinstance(exc, CommitUnknownError):
+                self._unsettled = step  # the next step saves it again
+            elif isinstance(exc, ConcurrentStepError):
+                self._unsettled = None  # another step holds the key: nothing left to settle
             raise
-        except Exception as exc:
-            if await self._landed(act, sequence_id, state, status):
-                return False
+        except BurrAsyncError:
+            raise
+        except Exception as exc:  # a custom persister's own error
             raise PersistenceError(
                 f"Saving the step failed ({type(exc).__name__}: {exc}); the application did not "
                 "advance and the step can be retried",
                 app_id=self._uid,
                 partition_key=self._partition_key,
-                sequence_id=sequence_id,
-                action=act.name,
+                sequence_id=step.sequence_id,
+                action=step.action.name,
             ) from exc
+        self._unsettled = None
 
-    async def _landed(self, act: Action, sequence_id: int, state: State, status: Status) -> bool:
-        """After a failed save: whether the row is stored all the same (the connection broke
-        between the commit and its acknowledgement). Only an identical row counts."""
-        load = getattr(self._persister, "load", None)
-        if load is None:
-            return False
-        try:
-            found = await load(self._partition_key, self._uid, sequence_id)
-        except Exception:  # still unreachable: the save's own error is the one to report
-            return False
-        return (
-            found is not None
-            and found.position == act.name
-            and found.status == status
-            and found.state == state
-        )
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """A step handed to the persister, kept when its save could not be settled."""
+
+    action: Action
+    sequence_id: int
+    state: State
+    status: Status
+    error: str | None
+    result: ResultDict | None
+    exception: Exception | None
 
 
 class StreamingResultContainer:

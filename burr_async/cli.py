@@ -23,8 +23,6 @@ import json
 import runpy
 import shlex
 import sys
-import threading
-import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -51,6 +49,7 @@ from burr_async.builder import ApplicationBuilder
 from burr_async.errors import BurrAsyncError, PersistenceError, SchemaOutOfDateError
 from burr_async.graph import Graph
 from burr_async.persistence import migrate
+from burr_async.persistence._dialect import dialect_class
 from burr_async.persistence.base import PersistedStateData, Status
 from burr_async.persistence.engine import DEFAULT_DATABASE_URL, create_engine, normalize_url
 from burr_async.persistence.models import DEFAULT_TABLE_NAME, HEAD_REVISION, validate_identifier
@@ -217,19 +216,9 @@ def _fail(message: str) -> NoReturn:
     raise CliError(message)
 
 
-def _join_sqlite_workers(timeout: float = 2.0) -> None:
-    """Wait (up to ``timeout`` in all) for aiosqlite's worker threads to end."""
-    deadline = time.monotonic() + timeout
-    for thread in threading.enumerate():
-        if "_connection_worker_thread" in thread.name:
-            thread.join(max(0.0, deadline - time.monotonic()))
-
-
 def _with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
-    """``work(engine)`` in ``anyio.run``, disposing the engine after. On failure, aiosqlite's
-    worker threads are let finish while the loop still runs: after a failed connect aiosqlite
-    stops its thread without awaiting it, and a thread that finishes after the loop closed
-    prints a traceback (omnilib/aiosqlite#389)."""
+    """``work(engine)`` in ``anyio.run``, disposing the engine after. On failure the driver's
+    threads are let finish while the loop still runs (see ``Dialect.join_driver_threads``)."""
 
     async def run() -> T:
         engine = settings.engine()
@@ -237,7 +226,8 @@ def _with_engine(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]
             result = await work(engine)
         except Exception:
             await engine.dispose()
-            await anyio.to_thread.run_sync(_join_sqlite_workers)
+            join = dialect_class(engine.dialect.name).join_driver_threads
+            await anyio.to_thread.run_sync(join)
             raise
         await engine.dispose()
         return result

@@ -17,8 +17,10 @@ name the application, action or key involved, and what to do about it::
     ├── HookError
     ├── SerializationError (also a TypeError)
     └── PersistenceError
+        ├── CommitUnknownError
         ├── ConcurrentStepError
         ├── SchemaOutOfDateError
+        │   └── SchemaAheadError
         └── StateNotFoundError
 """
 
@@ -28,6 +30,7 @@ __all__ = [
     "ActionError",
     "ApplicationBusyError",
     "BurrAsyncError",
+    "CommitUnknownError",
     "ConcurrentStepError",
     "ConditionError",
     "ConfigurationError",
@@ -38,6 +41,7 @@ __all__ = [
     "MissingInputError",
     "MissingWriteError",
     "PersistenceError",
+    "SchemaAheadError",
     "SchemaOutOfDateError",
     "SerializationError",
     "StateNotFoundError",
@@ -45,14 +49,26 @@ __all__ = [
 ]
 
 
+_QUOTE_LIMIT = 80
+
+
+def quote(value: object, limit: int = _QUOTE_LIMIT) -> str:
+    """``repr(value)``, shortened to about ``limit`` characters: ids in messages are user data
+    and may be long."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 12]}…({len(str(value))} chars)"
+
+
 def _describe_step(
     app_id: str | None, partition_key: str | None, sequence_id: int | None, action: str | None
 ) -> str:
-    parts = [f"app_id={app_id!r}", f"partition_key={partition_key!r}"]
+    parts = [f"app_id={quote(app_id)}", f"partition_key={quote(partition_key)}"]
     if sequence_id is not None:
         parts.append(f"sequence_id={sequence_id}")
     if action is not None:
-        parts.append(f"action={action!r}")
+        parts.append(f"action={quote(action)}")
     return ", ".join(parts)
 
 
@@ -200,6 +216,35 @@ class PersistenceError(BurrAsyncError):
             message = f"{message} [{_describe_step(app_id, partition_key, sequence_id, action)}]"
         super().__init__(message)
 
+    def add_ids(
+        self,
+        *,
+        app_id: str | None = None,
+        partition_key: str | None = None,
+        sequence_id: int | None = None,
+        action: str | None = None,
+    ) -> None:
+        """Attach the step's ids that the raiser did not know, keeping the type and message of
+        the error (the ids then show as a note under it)."""
+        if self.app_id is not None or app_id is None:
+            return
+        self.app_id, self.partition_key = app_id, partition_key
+        if self.sequence_id is None:
+            self.sequence_id = sequence_id
+        if self.action is None:
+            self.action = action
+        self.add_note(f"[{_describe_step(app_id, partition_key, self.sequence_id, self.action)}]")
+
+
+class CommitUnknownError(PersistenceError):
+    """A step's write was sent, the connection failed before the database answered, and the
+    persister could not read back whether the row committed.
+
+    The application did not advance. Its next call settles the step: it writes the very same
+    step again, which succeeds whether or not the first write had landed; no action runs
+    twice for it.
+    """
+
 
 class ConcurrentStepError(PersistenceError):
     """Another writer already committed this ``sequence_id`` of this application.
@@ -232,6 +277,25 @@ class SchemaOutOfDateError(PersistenceError):
         super().__init__(
             f"Table {table!r} {state}; this version of burr_async needs revision {expected!r}. "
             f"Run: {command}"
+        )
+
+
+class SchemaAheadError(SchemaOutOfDateError):
+    """The table was migrated by a newer burr_async, to a revision this package does not know.
+
+    Nothing is changed (no downgrade is attempted). Upgrade burr_async in this process, or, to
+    go back to this version, run its ``db downgrade`` from the newer version.
+    """
+
+    def __init__(self, table: str, found: str, expected: str) -> None:
+        self.table = table
+        self.found = found
+        self.expected = expected
+        PersistenceError.__init__(
+            self,
+            f"Table {table!r} is at revision {found!r}, which this version of burr_async (revision "
+            f"{expected!r}) does not know: a newer burr_async migrated it. Upgrade burr_async "
+            "here (pip install -U burr_async); do not run db upgrade from this version.",
         )
 
 

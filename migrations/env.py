@@ -17,6 +17,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from burr_async.persistence._dialect import dialect_class
 from burr_async.persistence.engine import DEFAULT_DATABASE_URL, normalize_url
 from burr_async.persistence.models import (
     DEFAULT_TABLE_NAME,
@@ -60,18 +61,10 @@ def _configure(**kwargs: Any) -> None:
 
 
 def _run(connection: Connection) -> None:
-    postgres = connection.dialect.name == "postgresql"
-    _configure(connection=connection, render_as_batch=not postgres)
+    dialect = dialect_class(connection.dialect.name)
+    _configure(connection=connection, render_as_batch=dialect.render_as_batch)
     with context.begin_transaction():
-        if postgres:
-            # Several processes may provision at once (workers starting together): they queue
-            # on a lock named after the table, and the later ones find it already at head.
-            lock_name = f"burr_async:{schema or ''}.{table_name}"
-            connection.execute(
-                sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": lock_name}
-            )
-            if schema is not None:
-                connection.execute(sa.schema.CreateSchema(schema, if_not_exists=True))
+        dialect.lock_for_migration(connection, table_name, schema)
         context.run_migrations(table_name=table_name, schema=schema)
 
 

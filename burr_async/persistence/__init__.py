@@ -1,10 +1,15 @@
 """Persisters: where application steps are stored.
 
 :class:`SQLAlchemyPersister` (SQLite or Postgres by URL) is the production one;
-:class:`InMemoryPersister` keeps steps in memory with the same contract, for tests.
+:class:`InMemoryPersister` keeps steps in memory with the same contract, for tests. The
+database side is imported on first use.
 """
 
+from typing import TYPE_CHECKING
+
+from burr_async._lazy import lazy_exports
 from burr_async.persistence.base import (
+    AppSummary,
     AsyncBaseStateLoader,
     AsyncBaseStatePersister,
     AsyncBaseStateSaver,
@@ -12,13 +17,33 @@ from burr_async.persistence.base import (
     PersistedStateData,
     Status,
 )
-from burr_async.persistence.engine import DEFAULT_DATABASE_URL, configure_sqlite, create_engine
 from burr_async.persistence.memory import InMemoryPersister
-from burr_async.persistence.sqlalchemy import (
-    AppSummary,
-    PostgreSQLPersister,
-    SQLAlchemyPersister,
-    SQLitePersister,
+
+if TYPE_CHECKING:
+    from burr_async.persistence.engine import (
+        DEFAULT_DATABASE_URL,
+        configure_sqlite,
+        create_engine,
+    )
+    from burr_async.persistence.sqlalchemy import (
+        PostgreSQLPersister,
+        SQLAlchemyPersister,
+        SQLitePersister,
+    )
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    globals(),
+    {
+        **dict.fromkeys(
+            ("DEFAULT_DATABASE_URL", "configure_sqlite", "create_engine"),
+            "burr_async.persistence.engine",
+        ),
+        **dict.fromkeys(
+            ("PostgreSQLPersister", "SQLAlchemyPersister", "SQLitePersister"),
+            "burr_async.persistence.sqlalchemy",
+        ),
+    },
 )
 
 __all__ = [

@@ -11,6 +11,7 @@ from typing import Any, Literal, Self
 from burr_async.state import State
 
 __all__ = [
+    "AppSummary",
     "AsyncBaseStateLoader",
     "AsyncBaseStatePersister",
     "AsyncBaseStateSaver",
@@ -29,6 +30,18 @@ class ParentPointer:
     app_id: str
     partition_key: str | None
     sequence_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppSummary:
+    """The latest step of one application, as listed by a persister's ``list_apps``."""
+
+    partition_key: str | None
+    app_id: str
+    sequence_id: int
+    position: str
+    status: Status
+    updated_at: dt.datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 from burr_async.errors import InvalidIdentifierError
 
 __all__ = [
+    "COLUMNS",
     "DEFAULT_TABLE_NAME",
     "HEAD_REVISION",
+    "KEY_COLUMNS",
+    "KNOWN_REVISIONS",
     "build_table",
     "validate_identifier",
     "version_table_name",
@@ -21,6 +24,9 @@ DEFAULT_TABLE_NAME = "burr_state"
 HEAD_REVISION = "0001"
 """The migration revision this version of the package expects (checked against the scripts by
 the test suite)."""
+KNOWN_REVISIONS = ("0001",)
+"""Every revision of this package's scripts, oldest first: a database at one of them is behind
+or current; at any other it was migrated by a newer burr_async."""
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -77,3 +83,9 @@ def build_table(
         sa.Index(None, "partition_key", "created_at"),
         schema=schema,
     )
+
+
+COLUMNS: tuple[str, ...] = tuple(column.name for column in build_table().columns)
+"""The step table's columns, in table order: the order of a row's values on the write path."""
+KEY_COLUMNS: tuple[str, ...] = tuple(column.name for column in build_table().primary_key)
+"""The columns that identify a step: (partition_key, app_uid, sequence_id)."""

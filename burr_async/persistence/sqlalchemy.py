@@ -1,26 +1,29 @@
 """The SQLAlchemy 2.x async persister: one code path for SQLite (aiosqlite) and Postgres
-(asyncpg), chosen by the database URL alone."""
+(asyncpg), chosen by the database URL alone. What differs between them lives in their dialect
+modules (see :mod:`burr_async.persistence._dialect`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Self
 
 import anyio
 import sqlalchemy as sa
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from burr_async.errors import (
     ConfigurationError,
     PersistenceError,
+    SchemaAheadError,
     SchemaOutOfDateError,
+    quote,
 )
-from burr_async.persistence import migrate
-from burr_async.persistence._writer import RowValues, make_writer
+from burr_async.persistence._dialect import as_utc, dialect_for
+from burr_async.persistence._errors import ErrorContext, translated
+from burr_async.persistence._writer import GroupWriter
 from burr_async.persistence.base import (
+    AppSummary,
     AsyncBaseStatePersister,
     ParentPointer,
     PersistedStateData,
@@ -30,6 +33,7 @@ from burr_async.persistence.engine import SQLiteSynchronous, create_engine
 from burr_async.persistence.models import (
     DEFAULT_TABLE_NAME,
     HEAD_REVISION,
+    KNOWN_REVISIONS,
     build_table,
     version_table_name,
 )
@@ -37,22 +41,6 @@ from burr_async.serde import OrjsonSerde, Serde
 from burr_async.state import State
 
 __all__ = ["AppSummary", "PostgreSQLPersister", "SQLAlchemyPersister", "SQLitePersister"]
-
-_SUPPORTED = ("sqlite", "postgresql")
-# Driver failures: SQLAlchemy wraps the DBAPI's errors; connecting can also fail with OSError.
-_DB_ERRORS = (SQLAlchemyError, OSError)
-
-
-@dataclass(frozen=True, slots=True)
-class AppSummary:
-    """The latest step of one application, as listed by :meth:`SQLAlchemyPersister.list_apps`."""
-
-    partition_key: str | None
-    app_id: str
-    sequence_id: int
-    position: str
-    status: Status
-    updated_at: dt.datetime
 
 
 class SQLAlchemyPersister(AsyncBaseStatePersister):
@@ -62,12 +50,14 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
     :meth:`from_url` creates and owns one (it connects lazily, and is disposed by ``aclose`` or
     ``async with``). One persister serves many concurrent applications. It holds two
     connections of the engine's pool until ``aclose``: one for writes (a step that arrives
-    while another is being written joins the next write, so concurrent steps share a commit;
-    see :mod:`burr_async.persistence._writer`) and one for loads. Other reads, and loads that
-    overlap, check connections out of the pool, so give it at least three.
+    while another is being written joins the next write, so concurrent steps share a commit)
+    and one for loads. Other reads, and loads that overlap, check connections out of the pool,
+    so give it at least three.
 
     On first use the persister checks that the table is migrated to this package's revision and
     raises :class:`~burr_async.errors.SchemaOutOfDateError` naming the command to run if not.
+    Every error it raises is a :class:`~burr_async.errors.PersistenceError` naming the table
+    and the step; after :meth:`aclose` every call raises one.
     """
 
     def __init__(
@@ -78,28 +68,30 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         schema: str | None = None,
         serde: Serde | None = None,
     ) -> None:
-        dialect = engine.dialect.name
-        if dialect not in _SUPPORTED:
-            raise ConfigurationError(
-                f"SQLAlchemyPersister supports SQLite and Postgres, not {dialect!r}."
-            )
-        if schema is not None and dialect != "postgresql":
+        self._table = build_table(table_name, schema)
+        self._dialect = dialect_for(engine, self._table)
+        if schema is not None and not self._dialect.supports_schema:
             raise ConfigurationError(
                 f"schema={schema!r} is only supported on Postgres; on SQLite use another "
                 "table_name or database file."
             )
         self._engine = engine
         self._owns_engine = False
-        self._table = build_table(table_name, schema)
         self._table_name = table_name
         self._schema = schema
         self._serde = serde or OrjsonSerde()
         # every statement of the persister is a single one: no BEGIN/COMMIT round trips
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._writer = make_writer(self._autocommit, self._table, self._write_error)
-        self._build_queries()
+        self._writer = GroupWriter(self._autocommit, self._dialect)
+        self._errors = ErrorContext(
+            self._qualified_name(),
+            self._upgrade_command,
+            HEAD_REVISION,
+            driver_errors=self._dialect.driver_errors,
+            is_missing_table=self._dialect.is_missing_table,
+        )
         self._schema_checked = False
-        self._schema_lock = anyio.Lock()
+        self._schema_lock: anyio.Lock | None = None
         self._closed = False
 
     @classmethod
@@ -132,6 +124,11 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         """The SQLAlchemy ``Table`` of the steps."""
         return self._table
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._closed
+
     def _upgrade_command(self) -> str:
         url = self._engine.url.render_as_string(hide_password=True)
         args = f" --url '{url}'"
@@ -141,20 +138,36 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             args += f" --schema {self._schema}"
         return f"burr-async{args} db upgrade (or await persister.initialize())"
 
+    def _qualified_name(self) -> str:
+        return f"{self._schema}.{self._table_name}" if self._schema else self._table_name
+
+    def _check_open(self, call: str) -> None:
+        if self._closed:
+            raise PersistenceError(
+                f"{call}() was called on a closed persister (table {self._qualified_name()!r}): "
+                "aclose() had been called. Create a new persister, or keep this one open for as "
+                "long as the applications using it run."
+            )
+
     # -- schema -------------------------------------------------------------------------------
     async def initialize(self) -> None:
-        """Create or migrate the table to this package's revision (``alembic upgrade head``)."""
-        try:
-            await migrate.upgrade(self._engine, table_name=self._table_name, schema=self._schema)
-        except _DB_ERRORS as exc:
-            raise PersistenceError(
-                f"Migrating table {self._table_name!r} failed: {exc.__class__.__name__}: {exc}"
-            ) from exc
+        """Create or migrate the table to this package's revision (``alembic upgrade head``).
+        Raises :class:`~burr_async.errors.SchemaAheadError`, changing nothing, when the
+        database was migrated by a newer burr_async."""
+        from burr_async.persistence import migrate
+
+        self._check_open("initialize")
+        with translated(self._errors, "Checking the schema revision"):
+            found = await self._revision()
+        if found is not None and found not in KNOWN_REVISIONS:
+            raise self._out_of_date(found)
+        await migrate.upgrade(self._engine, table_name=self._table_name, schema=self._schema)
         self._schema_checked = False
         await self._check_schema()
 
     async def is_initialized(self) -> bool:
         """Whether the table exists at this package's revision."""
+        self._check_open("is_initialized")
         try:
             await self._check_schema()
         except SchemaOutOfDateError:
@@ -162,49 +175,39 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         return True
 
     async def _check_schema(self) -> None:
+        if self._schema_lock is None:
+            self._schema_lock = anyio.Lock()
         async with self._schema_lock:
             if self._schema_checked:
                 return
-            found = await self._revision()
+            with translated(self._errors, "Checking the schema revision"):
+                found = await self._revision()
             if found != HEAD_REVISION:
-                raise SchemaOutOfDateError(
-                    self._qualified_name(), found, HEAD_REVISION, self._upgrade_command()
-                )
+                raise self._out_of_date(found)
             self._schema_checked = True
 
+    def _out_of_date(self, found: str | None) -> SchemaOutOfDateError:
+        if found is not None and found not in KNOWN_REVISIONS:
+            return SchemaAheadError(self._qualified_name(), found, HEAD_REVISION)
+        return SchemaOutOfDateError(
+            self._qualified_name(), found, HEAD_REVISION, self._upgrade_command()
+        )
+
     async def _revision(self) -> str | None:
-        versions = sa.table(
-            version_table_name(self._table_name), sa.column("version_num"), schema=self._schema
-        )
-        try:
-            async with self._autocommit.connect() as conn:
-                rows = (await conn.execute(sa.select(versions.c.version_num))).scalars().all()
-        except (sa.exc.ProgrammingError, sa.exc.OperationalError) as exc:
-            if "does not exist" in str(exc) or "no such table" in str(exc):
+        """The revision in the table's version table, or None when it has none (the catalog
+        is asked whether the table exists: no error text is read)."""
+        name = version_table_name(self._table_name)
+        versions = sa.table(name, sa.column("version_num"), schema=self._schema)
+        schema = self._schema
+
+        def read(conn: sa.Connection) -> str | None:
+            if not sa.inspect(conn).has_table(name, schema=schema):
                 return None
-            raise self._error("Checking the schema revision failed", exc) from exc
-        except _DB_ERRORS as exc:
-            raise self._error("Checking the schema revision failed", exc) from exc
-        return rows[0] if len(rows) == 1 else None
+            rows = conn.execute(sa.select(versions.c.version_num)).scalars().all()
+            return rows[0] if len(rows) == 1 else None
 
-    def _qualified_name(self) -> str:
-        return f"{self._schema}.{self._table_name}" if self._schema else self._table_name
-
-    def _write_error(self, what: str, exc: BaseException, values: RowValues) -> PersistenceError:
-        return self._error(
-            what,
-            exc,
-            app_id=values[1],
-            partition_key=values[0] or None,
-            sequence_id=values[2],
-            action=values[3],
-        )
-
-    def _error(self, what: str, exc: BaseException, **ids: Any) -> PersistenceError:
-        detail = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        return PersistenceError(
-            f"{what} on table {self._qualified_name()!r}: {type(exc).__name__}: {detail}", **ids
-        )
+        async with self._autocommit.connect() as conn:
+            return await conn.run_sync(read)
 
     # -- writing ------------------------------------------------------------------------------
     async def save(
@@ -219,116 +222,49 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         error: str | None = None,
         parent: ParentPointer | None = None,
     ) -> None:
-        """Insert the step's row and return once it is committed. A row already at this
-        (partition_key, app_id, sequence_id) is never overwritten: ConcurrentStepError."""
-        values = (
-            partition_key or "",
-            app_id,
-            sequence_id,
-            position,
-            status,
-            self._serde.dumps(state).decode(),
-            error,
-            dt.datetime.now(dt.UTC),
-            parent.app_id if parent else None,
-            (parent.partition_key or "") if parent else None,
-            parent.sequence_id if parent else None,
-        )
-        if not self._schema_checked:
-            await self._check_schema()
-        await self._writer.write(values)
+        """Insert the step's row and return once it is committed; when it raises, the row is
+        not stored, except for :class:`~burr_async.errors.CommitUnknownError` (saving the same
+        step again settles that). A row already at this (partition_key, app_id, sequence_id)
+        is never overwritten: :class:`~burr_async.errors.ConcurrentStepError`."""
+        self._check_open("save")
+        with translated(
+            self._errors,
+            "Saving the step",
+            app_id=app_id,
+            partition_key=partition_key,
+            sequence_id=sequence_id,
+            action=position,
+        ):
+            values = (
+                partition_key or "",
+                app_id,
+                sequence_id,
+                position,
+                status,
+                self._serde.dumps(state).decode(),
+                error,
+                dt.datetime.now(dt.UTC),
+                parent.app_id if parent else None,
+                (parent.partition_key or "") if parent else None,
+                parent.sequence_id if parent else None,
+            )
+            if not self._schema_checked:
+                await self._check_schema()
+            await self._writer.write(values)
 
     # -- reading ------------------------------------------------------------------------------
-    def _build_queries(self) -> None:
-        """Build the read statements once (SQLAlchemy then reuses their compiled form)."""
-        t = self._table
-        steps = sa.select(
-            t.c.partition_key,
-            t.c.app_uid,
-            t.c.sequence_id,
-            t.c.position,
-            t.c.status,
-            sa.cast(t.c.state, sa.Text).label("state"),
-            t.c.error,
-            t.c.created_at,
-            t.c.parent_app_uid,
-            t.c.parent_partition_key,
-            t.c.parent_sequence_id,
-        ).where(t.c.partition_key == sa.bindparam("pk"), t.c.app_uid == sa.bindparam("app"))
-        self._latest_query = steps.order_by(t.c.sequence_id.desc()).limit(1)
-        self._step_query = steps.where(t.c.sequence_id == sa.bindparam("seq"))
-        self._history_query = steps.order_by(t.c.sequence_id)
-
-    async def _fetch(
-        self, statement: sa.Executable, params: dict[str, Any], what: str
-    ) -> Sequence[sa.Row[Any]]:
-        if not self._schema_checked:
-            await self._check_schema()
-        try:
-            async with self._autocommit.connect() as conn:
-                return (await conn.execute(statement, params)).all()
-        except _DB_ERRORS as exc:
-            raise self._error(what, exc) from exc
-
-    def _to_data(self, row: sa.Row[Any]) -> PersistedStateData:
-        parent = None
-        if row.parent_app_uid is not None:
-            parent = ParentPointer(
-                row.parent_app_uid, row.parent_partition_key or None, row.parent_sequence_id
-            )
-        return PersistedStateData(
-            partition_key=row.partition_key or None,
-            app_id=row.app_uid,
-            sequence_id=row.sequence_id,
-            position=row.position,
-            state=State._wrap(self._serde.loads(row.state)),
-            created_at=_utc(row.created_at),
-            status=row.status,
-            error=row.error,
-            parent=parent,
-        )
-
-    async def load(
-        self, partition_key: str | None, app_id: str, sequence_id: int | None = None
-    ) -> PersistedStateData | None:
-        """The latest step of the app (or the one at ``sequence_id``), or None."""
-        if not self._schema_checked:
-            await self._check_schema()
-        try:
-            record = await self._writer.read_step(partition_key or "", app_id, sequence_id)
-        except Exception as exc:  # the driver's own errors too: this read bypasses SQLAlchemy
-            raise self._error(
-                f"Loading app {app_id!r}",
-                exc,
-                app_id=app_id,
-                partition_key=partition_key,
-                sequence_id=sequence_id,
-            ) from exc
-        if record is None:
-            return None
-        return self._record_to_data(partition_key, app_id, record)
-
-    def _record_to_data(
+    def _to_data(
         self, partition_key: str | None, app_id: str, record: Sequence[Any]
     ) -> PersistedStateData:
-        (
-            sequence_id,
-            position,
-            status,
-            state,
-            error,
-            created_at,
-            parent_app,
-            parent_pk,
-            parent_seq,
-        ) = record
+        sequence_id, position, status, state, error, created_at, *parent = record
+        parent_app, parent_pk, parent_seq = parent
         return PersistedStateData(
             partition_key=partition_key or None,
             app_id=app_id,
             sequence_id=sequence_id,
             position=position,
             state=State._wrap(self._serde.loads(state)),
-            created_at=_utc(self._writer.parse_created_at(created_at)),
+            created_at=self._dialect.parse_created_at(created_at),
             status=status,
             error=error,
             parent=None
@@ -336,17 +272,48 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             else ParentPointer(parent_app, parent_pk or None, parent_seq),
         )
 
+    async def load(
+        self, partition_key: str | None, app_id: str, sequence_id: int | None = None
+    ) -> PersistedStateData | None:
+        """The latest step of the app (or the one at ``sequence_id``), or None."""
+        self._check_open("load")
+        with translated(
+            self._errors,
+            f"Loading app {quote(app_id)}",
+            app_id=app_id,
+            partition_key=partition_key,
+            sequence_id=sequence_id,
+        ):
+            if not self._schema_checked:
+                await self._check_schema()
+            record = await self._writer.read_step(partition_key or "", app_id, sequence_id)
+            return None if record is None else self._to_data(partition_key, app_id, record)
+
     async def history(self, partition_key: str | None, app_id: str) -> list[PersistedStateData]:
         """Every step of the app, oldest first."""
-        rows = await self._fetch(
-            self._history_query,
-            {"pk": partition_key or "", "app": app_id},
-            f"Reading the history of app {app_id!r}",
-        )
-        return [self._to_data(row) for row in rows]
+        self._check_open("history")
+        with translated(
+            self._errors,
+            f"Reading the history of app {quote(app_id)}",
+            app_id=app_id,
+            partition_key=partition_key,
+        ):
+            if not self._schema_checked:
+                await self._check_schema()
+            records = await self._writer.read_history(partition_key or "", app_id)
+            return [self._to_data(partition_key, app_id, record) for record in records]
+
+    async def _select(self, statement: sa.Select[Any], what: str) -> Sequence[sa.Row[Any]]:
+        with translated(self._errors, what):
+            if not self._schema_checked:
+                await self._check_schema()
+            async with self._autocommit.connect() as conn:
+                rows: Sequence[sa.Row[Any]] = (await conn.execute(statement)).all()
+                return rows
 
     async def list_app_ids(self, partition_key: str | None) -> list[str]:
         """The partition's app ids, most recently written first."""
+        self._check_open("list_app_ids")
         t = self._table
         query = (
             sa.select(t.c.app_uid)
@@ -354,7 +321,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             .group_by(t.c.app_uid)
             .order_by(sa.func.max(t.c.created_at).desc(), t.c.app_uid)
         )
-        rows = await self._fetch(query, {}, "Listing apps")
+        rows = await self._select(query, "Listing apps")
         return [row.app_uid for row in rows]
 
     async def list_apps(
@@ -362,6 +329,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
     ) -> list[AppSummary]:
         """The latest step of each app, most recently updated first: of ``partition_key``, or
         of every partition with ``all_partitions=True``."""
+        self._check_open("list_apps")
         t = self._table
         latest = sa.select(
             t.c.partition_key, t.c.app_uid, sa.func.max(t.c.sequence_id).label("sequence_id")
@@ -389,7 +357,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             .order_by(t.c.created_at.desc(), t.c.app_uid)
             .limit(limit)
         )
-        rows = await self._fetch(query, {}, "Listing apps")
+        rows = await self._select(query, "Listing apps")
         return [
             AppSummary(
                 row.partition_key or None,
@@ -397,23 +365,21 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
                 row.sequence_id,
                 row.position,
                 row.status,
-                _utc(row.created_at),
+                as_utc(row.created_at),
             )
             for row in rows
         ]
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def aclose(self) -> None:
-        """Dispose the engine if the persister created it (``from_url``); a borrowed engine is
-        left to its owner."""
+        """Refuse new calls, let the writes and loads under way finish, return the held
+        connections, and dispose the engine if the persister created it (``from_url``); a
+        borrowed engine is left to its owner. Calling it again does nothing more."""
+        self._closed = True
         await self._writer.aclose()
-        if self._owns_engine and not self._closed:
-            self._closed = True
+        if self._owns_engine:
+            self._owns_engine = False
             await self._engine.dispose()
-
-
-def _utc(value: dt.datetime) -> dt.datetime:
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 class SQLitePersister(SQLAlchemyPersister):
@@ -428,9 +394,8 @@ class SQLitePersister(SQLAlchemyPersister):
         synchronous: SQLiteSynchronous = "FULL",
         **engine_kwargs: Any,
     ) -> None:
-        engine = create_engine(
-            f"sqlite+aiosqlite:///{db_path}", sqlite_synchronous=synchronous, **engine_kwargs
-        )
+        url = sa.URL.create("sqlite", database=str(db_path))
+        engine = create_engine(url, sqlite_synchronous=synchronous, **engine_kwargs)
         super().__init__(engine, table_name=table_name, serde=serde)
         self._owns_engine = True
 
@@ -452,9 +417,9 @@ class PostgreSQLPersister(SQLAlchemyPersister):
         serde: Serde | None = None,
         **engine_kwargs: Any,
     ) -> Self:
-        """A persister owning an asyncpg engine for the given connection values."""
+        """A persister owning an engine for the given Postgres connection values."""
         url = sa.URL.create(
-            "postgresql+asyncpg",
+            "postgresql",
             username=user,
             password=password,
             host=host,

@@ -131,7 +131,7 @@ class _FlakyInsert:
 
     def __init__(self, persister: SQLAlchemyPersister, failures: int) -> None:
         self.failures = failures
-        self.original = persister._writer._insert_one
+        self.original = persister._writer.dialect.insert_one
 
     async def __call__(self, driver: Any, values: Any) -> bool:
         if self.failures:
@@ -148,7 +148,7 @@ async def test_failed_write_leaves_the_app_unchanged_and_a_retry_succeeds(
     await app.astep()
     before = (app.state, app.sequence_id, app.position)
 
-    monkeypatch.setattr(persister._writer, "_insert_one", _FlakyInsert(persister, 1))
+    monkeypatch.setattr(persister._writer.dialect, "insert_one", _FlakyInsert(persister, 1))
     with pytest.raises(PersistenceError) as info:
         await app.astep()
     message = str(info.value)

@@ -27,8 +27,8 @@ class _Spy:
 
     def __init__(self, persister: SQLAlchemyPersister) -> None:
         self.sizes: list[int] = []
-        self._one = persister._writer._insert_one
-        self._many = persister._writer._insert_many
+        self._one = persister._writer.dialect.insert_one
+        self._many = persister._writer.dialect.insert_many
 
     async def one(self, driver: Any, values: Any) -> bool:
         self.sizes.append(1)
@@ -60,8 +60,8 @@ async def test_concurrent_steps_share_a_commit(
     persister: SQLAlchemyPersister, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spy = _Spy(persister)
-    monkeypatch.setattr(persister._writer, "_insert_one", spy.one)
-    monkeypatch.setattr(persister._writer, "_insert_many", spy.many)
+    monkeypatch.setattr(persister._writer.dialect, "insert_one", spy.one)
+    monkeypatch.setattr(persister._writer.dialect, "insert_many", spy.many)
     partition = new_id()
     calls = [(partition, new_id(), 0, "a", State({"i": i}), "completed") for i in range(30)]
     assert await save_all(persister, calls) == [None] * 30
@@ -92,8 +92,8 @@ async def test_a_row_the_database_rejects_does_not_sink_the_batch(
     persister: SQLAlchemyPersister, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spy = _Spy(persister)
-    monkeypatch.setattr(persister._writer, "_insert_one", spy.one)
-    monkeypatch.setattr(persister._writer, "_insert_many", spy.many)
+    monkeypatch.setattr(persister._writer.dialect, "insert_one", spy.one)
+    monkeypatch.setattr(persister._writer.dialect, "insert_many", spy.many)
     partition, bad = new_id(), new_id()
     calls: list[tuple[Any, ...]] = [
         (partition, new_id(), 0, "a", State({}), "completed") for _ in range(10)
@@ -199,7 +199,7 @@ async def test_a_refused_first_write_lets_its_duplicate_commit(
     persister: SQLAlchemyPersister, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spy = _Spy(persister)
-    monkeypatch.setattr(persister._writer, "_insert_one", spy.one)
+    monkeypatch.setattr(persister._writer.dialect, "insert_one", spy.one)
     app_id = new_id()
     calls: list[tuple[Any, ...]] = [("p", new_id(), 0, "a", State({}), "completed")]  # leads
     calls.append(("p", app_id, 0, "a", State({}), "not-a-status"))  # refused by the CHECK
@@ -280,13 +280,13 @@ async def test_a_cancelled_save_in_a_child_task_does_not_stall_the_writer(
     from burr_async._shield import run_to_completion
 
     gate = asyncio.Event()
-    original = persister._writer._insert_one
+    original = persister._writer.dialect.insert_one
 
     async def slow(driver: Any, values: Any) -> bool:
         await gate.wait()
         return await original(driver, values)
 
-    monkeypatch.setattr(persister._writer, "_insert_one", slow)
+    monkeypatch.setattr(persister._writer.dialect, "insert_one", slow)
     leader = asyncio.ensure_future(persister.save("p", new_id(), 0, "a", State({}), "completed"))
     await asyncio.sleep(0.01)
 
@@ -326,13 +326,13 @@ async def test_a_commit_whose_acknowledgement_is_lost_counts_as_committed(
     from tests.integration._chat import build
 
     app = await build(persister, new_id())
-    original = persister._writer._insert_one
+    original = persister._writer.dialect.insert_one
 
     async def lost_reply(driver: Any, values: Any) -> bool:
         await original(driver, values)
         raise ConnectionResetError("connection lost before the reply")
 
-    monkeypatch.setattr(persister._writer, "_insert_one", lost_reply)
+    monkeypatch.setattr(persister._writer.dialect, "insert_one", lost_reply)
     outcome = await app.astep()
     assert outcome is not None
     assert (app.sequence_id, app.position) == (0, "counter")
@@ -352,7 +352,7 @@ async def test_a_failed_write_that_did_not_land_is_still_an_error(
     async def refused(driver: Any, values: Any) -> bool:
         raise ConnectionResetError("connection lost before the insert")
 
-    monkeypatch.setattr(persister._writer, "_insert_one", refused)
+    monkeypatch.setattr(persister._writer.dialect, "insert_one", refused)
     with pytest.raises(PersistenceError, match="Saving the step failed"):
         await app.astep()
     assert app.sequence_id is None

@@ -1,0 +1,276 @@
+"""The seam between the persister and a database: what every dialect module provides.
+
+The persister and its group-commit writer are written against :class:`Dialect` alone; each
+supported database has one private module that owns its specifics (``_sqlite.py`` for
+aiosqlite, ``_postgres.py`` for asyncpg): engine set-up, the SQL of the hot paths, how its
+driver reports errors (classified by SQLSTATE or SQLite error code, never by message text), the
+provisioning lock and its driver quirks. :func:`dialect_for` picks the module by the engine's
+dialect name, so nothing outside this package names a driver.
+
+Statements go straight to the driver connection that SQLAlchemy's pool hands out, with SQL
+rendered once from the table's metadata: the hot path skips statement compilation and result
+processing, which dominate the cost of a small INSERT.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from burr_async.errors import ConfigurationError
+from burr_async.persistence.models import COLUMNS, KEY_COLUMNS
+
+__all__: list[str] = []
+
+RowValues = tuple[Any, ...]
+"""One step's row: values in :data:`~burr_async.persistence.models.COLUMNS` order; ``state``
+is JSON text, ``created_at`` an aware datetime, ``partition_key`` never None (``""``)."""
+Key = tuple[str, str, int]
+"""(partition_key, app_uid, sequence_id) of a row."""
+
+KEY = slice(0, len(KEY_COLUMNS))
+_STATE = COLUMNS.index("state")
+_CREATED_AT = COLUMNS.index("created_at")
+# what makes two rows "the same step": every column but the key, the state and the time written
+_SAME_STEP = tuple(
+    i for i, c in enumerate(COLUMNS) if i >= KEY.stop and i not in (_STATE, _CREATED_AT)
+)
+STORED_COLUMNS = COLUMNS[KEY.stop - 1 :]
+"""What a load returns, in order: ``sequence_id`` and the columns after the key."""
+
+
+def as_utc(value: Any) -> dt.datetime:
+    """A stored time as an aware datetime in UTC (a naive one is UTC: that is how it was
+    written)."""
+    if not isinstance(value, dt.datetime):
+        raise TypeError(f"a stored time came back as {type(value).__name__}, not a datetime")
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class _Compiled:
+    """A Core statement rendered once for a driver's positional paramstyle, with the order in
+    which its parameters are passed."""
+
+    __slots__ = ("_defaults", "_names", "sql")
+
+    def __init__(self, statement: sa.ClauseElement, dialect: sa.Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self._names: tuple[str, ...] = tuple(getattr(compiled, "positiontup", None) or ())
+        binds: dict[str, sa.BindParameter[Any]] = getattr(compiled, "binds", {})
+        self._defaults = {name: bind.value for name, bind in binds.items()}
+
+    def args(self, **values: Any) -> list[Any]:
+        """The positional parameters, from ``values`` by name, else the statement's own
+        literals (``LIMIT 1``)."""
+        defaults = self._defaults
+        return [values[n] if n in values else defaults[n] for n in self._names]
+
+
+class Dialect(ABC):
+    """One database's side of the persister: statements on its driver's connections and the
+    meaning of its driver's errors. Instances are per table (the SQL names it)."""
+
+    #: The SQLAlchemy dialect name this module serves.
+    name: ClassVar[str]
+    #: The async driver it runs on.
+    driver: ClassVar[str]
+    #: Whether a connection that failed must be invalidated rather than returned to the pool
+    #: (a network connection may be broken; an embedded one survives any statement error).
+    invalidate_failed: ClassVar[bool] = True
+    #: Whether tables may live in a named schema.
+    supports_schema: ClassVar[bool] = False
+    #: The driver's exception base classes, translated into PersistenceError at the seam.
+    driver_errors: tuple[type[Exception], ...] = ()
+
+    def __init__(self, engine: AsyncEngine, table: sa.Table) -> None:
+        self.table = table
+        t = table
+        self._preparer = engine.dialect.identifier_preparer
+        self.table_sql = self._preparer.format_table(table)
+        self.columns_sql = ", ".join(self.quote(c) for c in COLUMNS)
+        self.key_sql = ", ".join(self.quote(c) for c in KEY_COLUMNS)
+        stored = [
+            sa.cast(t.c.state, sa.Text).label("state") if c == "state" else t.c[c]
+            for c in STORED_COLUMNS
+        ]
+        where = (
+            t.c.partition_key == sa.bindparam("pk", type_=sa.Text),
+            t.c.app_uid == sa.bindparam("app", type_=sa.Text),
+        )
+        steps = sa.select(*stored).where(*where)
+        self._latest = _Compiled(steps.order_by(t.c.sequence_id.desc()).limit(1), engine.dialect)
+        at_seq = t.c.sequence_id == sa.bindparam("seq", type_=sa.Integer)
+        self._step = _Compiled(steps.where(at_seq), engine.dialect)
+        self._history = _Compiled(steps.order_by(t.c.sequence_id), engine.dialect)
+        same = sa.select(
+            *(t.c[COLUMNS[i]] for i in _SAME_STEP), self.same_state().label("same_state")
+        ).where(*where, at_seq)
+        self._same = _Compiled(same, engine.dialect)
+
+    def quote(self, name: str) -> str:
+        """``name`` as a quoted identifier of this database."""
+        return self._preparer.quote(name)
+
+    # -- statements ---------------------------------------------------------------------------
+    @abstractmethod
+    async def insert_one(self, driver: Any, row: RowValues) -> bool:
+        """Insert one row in its own transaction; False when its key is already taken."""
+
+    @abstractmethod
+    async def insert_many(self, driver: Any, rows: Sequence[RowValues]) -> set[Key]:
+        """Insert rows (distinct keys) in one statement and transaction; the keys inserted
+        (the others were already taken)."""
+
+    @abstractmethod
+    async def fetch(self, driver: Any, sql: str, args: list[Any]) -> Sequence[Any] | None:
+        """The first row of a query, as a sequence, or None."""
+
+    @abstractmethod
+    async def fetch_all(self, driver: Any, sql: str, args: list[Any]) -> list[Sequence[Any]]:
+        """Every row of a query, each as a sequence."""
+
+    async def fetch_history(
+        self, driver: Any, partition_key: str, app_id: str
+    ) -> list[Sequence[Any]]:
+        """The stored columns of every step of an app, oldest first (as :meth:`fetch_step`)."""
+        query = self._history
+        return await self.fetch_all(driver, query.sql, query.args(pk=partition_key, app=app_id))
+
+    async def fetch_step(
+        self, driver: Any, partition_key: str, app_id: str, sequence_id: int | None
+    ) -> Sequence[Any] | None:
+        """The stored columns (:data:`STORED_COLUMNS`, ``state`` as JSON text) of a step,
+        the latest when ``sequence_id`` is None, or None when there is no such step."""
+        if sequence_id is None:
+            query = self._latest
+            return await self.fetch(driver, query.sql, query.args(pk=partition_key, app=app_id))
+        query = self._step
+        return await self.fetch(
+            driver, query.sql, query.args(pk=partition_key, app=app_id, seq=sequence_id)
+        )
+
+    async def is_stored(self, driver: Any, row: RowValues) -> bool | None:
+        """Whether the row stored at ``row``'s key is this very step (same action, status,
+        error, parent and state as sent): True, False for another step, None for no row."""
+        pk, app, seq = row[KEY]
+        query = self._same
+        found = await self.fetch(
+            driver, query.sql, query.args(pk=pk, app=app, seq=seq, state=row[_STATE])
+        )
+        if found is None:
+            return None
+        *stored, same_state = found
+        return bool(same_state) and tuple(stored) == tuple(row[i] for i in _SAME_STEP)
+
+    @abstractmethod
+    def same_state(self) -> sa.ColumnElement[Any]:
+        """A SQL expression: whether the stored state equals the bound JSON text ``state``."""
+
+    def parse_created_at(self, value: Any) -> dt.datetime:
+        """``created_at`` as the driver returns it, as an aware datetime in UTC."""
+        return as_utc(value)
+
+    @abstractmethod
+    async def before_write(self, connection: AsyncConnection, driver: Any) -> None:
+        """Make the held writer connection (``connection``, whose driver connection is
+        ``driver``) fit to write: a hook for driver quirks, cheap when there is nothing to do."""
+
+    # -- errors -------------------------------------------------------------------------------
+    @abstractmethod
+    def is_row_error(self, exc: BaseException) -> bool:
+        """Whether ``exc`` rejects the data of a statement (a data or integrity error, or a
+        value the driver cannot encode): the connection is still good, and a batch is retried
+        row by row so that one bad row cannot sink the others."""
+
+    @abstractmethod
+    def outcome_unknown(self, exc: BaseException) -> bool:
+        """Whether a write that raised ``exc`` may all the same have committed: the connection
+        broke, or the reply was lost. Any error the database itself reported for the
+        statement means it did not commit."""
+
+    @abstractmethod
+    def is_missing_table(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the table (or its schema) does not exist."""
+
+    def is_broken(self, driver: Any) -> bool:
+        """Whether a held driver connection can no longer be used."""
+        return False
+
+    # -- provisioning -------------------------------------------------------------------------
+    @staticmethod
+    @abstractmethod
+    def lock_for_migration(connection: sa.Connection, table_name: str, schema: str | None) -> None:
+        """Inside a migration's transaction: serialise provisioning of one table across
+        processes, and create its schema when needed."""
+
+    @staticmethod
+    @abstractmethod
+    def join_driver_threads(timeout: float = 2.0) -> None:
+        """Wait (up to ``timeout``, from a worker thread) for threads the driver left running
+        after a failed connect, so that none outlives the event loop."""
+
+    #: Whether Alembic must run in batch mode (copy-and-move table alterations).
+    render_as_batch: ClassVar[bool] = False
+
+
+# dialect name: (module, class, its async driver, what to install for it)
+_MODULES = {
+    "sqlite": ("burr_async.persistence._sqlite", "SQLiteDialect", "aiosqlite", "aiosqlite"),
+    "postgresql": (
+        "burr_async.persistence._postgres",
+        "PostgresDialect",
+        "asyncpg",
+        "burr_async[postgres]",
+    ),
+}
+_ALIASES = {"postgres": "postgresql"}
+
+
+def async_drivername(drivername: str) -> str | None:
+    """The SQLAlchemy ``dialect+driver`` name burr_async uses for a URL's plain dialect name
+    (``sqlite``, ``postgresql`` or ``postgres``), or None for any other."""
+    name = _ALIASES.get(drivername, drivername)
+    found = _MODULES.get(name)
+    return None if found is None else f"{name}+{found[2]}"
+
+
+def dialect_class(name: str) -> type[Dialect]:
+    """The dialect module's class for a SQLAlchemy dialect name (``sqlite``, ``postgresql``),
+    imported on first use (a SQLite user never imports asyncpg); ConfigurationError for any
+    other database, or when the database's driver is not installed."""
+    found = _MODULES.get(name)
+    if found is None:
+        raise ConfigurationError(
+            f"burr_async's persister supports SQLite and Postgres, not {name!r}: use a "
+            "sqlite:// or postgresql:// URL."
+        )
+    module_name, class_name, _driver, package = found
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"Using {name} needs its driver, which is not installed ({exc}): "
+            f"pip install '{package}'."
+        ) from exc
+    cls: type[Dialect] = getattr(module, class_name)
+    return cls
+
+
+def dialect_for(engine: AsyncEngine, table: sa.Table) -> Dialect:
+    """The dialect of ``engine``'s database for ``table``; ConfigurationError when the engine
+    runs on a driver other than the one burr_async's SQL is written for."""
+    cls = dialect_class(engine.dialect.name)
+    if engine.dialect.driver != cls.driver:
+        raise ConfigurationError(
+            f"The engine uses {engine.dialect.name}+{engine.dialect.driver}; burr_async's "
+            f"persister runs {cls.name} on {cls.name}+{cls.driver}. Create the engine with that "
+            "driver (burr_async.persistence.create_engine picks it for you)."
+        )
+    return cls(engine, table)
