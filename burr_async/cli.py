@@ -54,6 +54,7 @@ from burr_async.persistence.base import PersistedStateData, Status
 from burr_async.persistence.engine import DEFAULT_DATABASE_URL, create_engine, normalize_url
 from burr_async.persistence.models import DEFAULT_TABLE_NAME, HEAD_REVISION, validate_identifier
 from burr_async.persistence.sqlalchemy import SQLAlchemyPersister
+from burr_async.serde import OrjsonSerde
 
 __all__ = ["CliError", "cli", "main"]
 
@@ -241,8 +242,11 @@ def _read(settings: Settings, query: Callable[[SQLAlchemyPersister], Awaitable[T
         _fail(f"database file '{missing}' does not exist. Run: {settings.upgrade_command()}")
 
     async def run(engine: AsyncEngine) -> T:
-        persister = SQLAlchemyPersister(
-            engine, table_name=settings.table_name, schema=settings.schema
+        persister = SQLAlchemyPersister(  # display only: a pydantic model shows as its data
+            engine,
+            table_name=settings.table_name,
+            schema=settings.schema,
+            serde=OrjsonSerde(models_as_data=True),
         )
         async with persister:  # returns its held connections before the engine is disposed
             return await query(persister)

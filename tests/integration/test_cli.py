@@ -30,7 +30,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from burr_async import State
+from burr_async import OrjsonSerde, State
 from burr_async.cli import cli
 from burr_async.persistence.models import HEAD_REVISION
 from tests.databases import Database
@@ -106,6 +106,27 @@ def seed(db: Database, *steps: Step) -> None:
                 )
 
     in_fresh_thread(lambda: anyio.run(save_all))
+
+
+def test_show_displays_a_pydantic_model_as_its_data_without_its_class(db: Database) -> None:
+    """The CLI has no model classes registered: it shows the stored data and imports nothing."""
+    from pydantic import BaseModel
+
+    class Ticket(BaseModel):
+        title: str
+        priority: int
+
+    async def save() -> None:
+        async with db.persister(serde=OrjsonSerde(models=[Ticket])) as persister:
+            await persister.save(
+                None, app_id, 0, "a", State({"t": Ticket(title="x", priority=2)}), "completed"
+            )
+
+    app_id = unique("model")
+    in_fresh_thread(lambda: anyio.run(save))
+    shown = run_db(db, "show", app_id)
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout) == {"t": {"title": "x", "priority": 2}}
 
 
 # -- db -------------------------------------------------------------------------------------------

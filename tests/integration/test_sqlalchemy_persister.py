@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from burr_async import (
     ConcurrentStepError,
     InvalidIdentifierError,
+    OrjsonSerde,
     PersistenceError,
     PostgreSQLPersister,
     SchemaOutOfDateError,
@@ -133,9 +134,7 @@ async def test_history_list_app_ids_and_list_apps(persister: SQLAlchemyPersister
     assert {older, newer} <= {a.app_id for a in everywhere}
 
 
-async def test_typed_values_round_trip_through_the_database(
-    persister: SQLAlchemyPersister,
-) -> None:
+async def test_typed_values_round_trip_through_the_database(db: Database) -> None:
     app_id = new_id()
     values = {
         "when": dt.datetime(2026, 11, 25, 12, 30, 1, 5, tzinfo=dt.UTC),
@@ -151,8 +150,9 @@ async def test_typed_values_round_trip_through_the_database(
         "nested": {"items": [Decimal("1.5"), {"at": dt.date(2026, 1, 1)}], "text": "héllo ☃"},
         "plain": [1, 2.5, None, True, "s"],
     }
-    await persister.save("p", app_id, 0, "a", State(values), "completed")
-    loaded = await persister.load("p", app_id)
+    async with db.persister(serde=OrjsonSerde(models=[Profile])) as persister:
+        await persister.save("p", app_id, 0, "a", State(values), "completed")
+        loaded = await persister.load("p", app_id)
     assert loaded is not None
     assert loaded.state.get_all() == values
     assert type(loaded.state["profile"]) is Profile
