@@ -61,9 +61,14 @@ def quote(value: object, limit: int = _QUOTE_LIMIT) -> str:
     return f"{text[: limit - 12]}…({len(str(value))} chars)"
 
 
-def _describe_step(
-    app_id: str | None, partition_key: str | None, sequence_id: int | None, action: str | None
+def describe_step(
+    app_id: str | None,
+    partition_key: str | None = None,
+    sequence_id: int | None = None,
+    action: str | None = None,
 ) -> str:
+    """``app_id=..., partition_key=..., sequence_id=..., action=...``, ids shortened: how
+    messages name a step."""
     parts = [f"app_id={quote(app_id)}", f"partition_key={quote(partition_key)}"]
     if sequence_id is not None:
         parts.append(f"sequence_id={sequence_id}")
@@ -213,7 +218,7 @@ class PersistenceError(BurrAsyncError):
         self.sequence_id = sequence_id
         self.action = action
         if app_id is not None:
-            message = f"{message} [{_describe_step(app_id, partition_key, sequence_id, action)}]"
+            message = f"{message} [{describe_step(app_id, partition_key, sequence_id, action)}]"
         super().__init__(message)
 
     def add_ids(
@@ -233,7 +238,7 @@ class PersistenceError(BurrAsyncError):
             self.sequence_id = sequence_id
         if self.action is None:
             self.action = action
-        self.add_note(f"[{_describe_step(app_id, partition_key, self.sequence_id, self.action)}]")
+        self.add_note(f"[{describe_step(app_id, partition_key, self.sequence_id, self.action)}]")
 
 
 class CommitUnknownError(PersistenceError):

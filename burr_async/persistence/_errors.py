@@ -17,7 +17,12 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from burr_async.errors import BurrAsyncError, PersistenceError, SchemaOutOfDateError
+from burr_async.errors import (
+    BurrAsyncError,
+    PersistenceError,
+    SchemaOutOfDateError,
+    describe_step,
+)
 
 __all__: list[str] = []
 
@@ -85,6 +90,8 @@ class translated:
         if isinstance(exc, BurrAsyncError):
             if isinstance(exc, PersistenceError):
                 exc.add_ids(**self._ids)
+            elif self._ids.get("app_id") is not None:  # a state that cannot be (de)coded
+                exc.add_note(f"[{describe_step(**self._ids)}]")
             return
         if not isinstance(
             exc, (SQLAlchemyError, OSError, *_ENCODING_ERRORS, *context.driver_errors, *self._extra)

@@ -178,3 +178,115 @@ def test_the_persister_is_imported_on_first_use() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO
     )
     assert done.stdout.split() == ["burr_async.persistence.sqlalchemy", "False"]
+
+
+async def _unreachable_after_the_commit(
+    persister: SQLAlchemyPersister, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The next write commits but its reply is lost, and every read-back fails."""
+    from burr_async.persistence import _writer
+
+    dialect = persister._writer.dialect
+    original = dialect.insert_one
+
+    async def lost_reply(driver: Any, values: Any) -> bool:
+        await original(driver, values)
+        raise ConnectionResetError("connection lost before the reply")
+
+    async def unreachable(driver: Any, values: Any) -> bool | None:
+        raise ConnectionResetError("the database is unreachable")
+
+    monkeypatch.setattr(_writer, "SETTLE_DELAYS", (0.0, 0.0))
+    monkeypatch.setattr(dialect, "insert_one", lost_reply)
+    monkeypatch.setattr(dialect, "is_stored", unreachable)
+
+
+async def test_an_unsettled_step_is_settled_by_the_next_call_without_running_again(
+    persister: SQLAlchemyPersister, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reply of a committed write is lost and the database stays unreachable for the
+    read-back: astep raises CommitUnknownError and does not advance; the next astep saves the
+    very same step again, which lands as committed, and the action is not run a second time."""
+    from burr_async import CommitUnknownError
+
+    calls: list[int] = []
+
+    @action(reads=["n"], writes=["n"])
+    async def tick(state: State) -> State:
+        calls.append(state["n"])
+        return state.update(n=state["n"] + 1)
+
+    app = await (
+        ApplicationBuilder()
+        .with_actions(tick)
+        .with_transitions(("tick", "tick"))
+        .with_entrypoint("tick")
+        .with_state(n=0)
+        .with_state_persister(persister)
+        .with_identifiers(app_id=new_id(), partition_key="seams")
+        .abuild()
+    )
+    await app.astep()
+    await _unreachable_after_the_commit(persister, monkeypatch)
+    with pytest.raises(CommitUnknownError) as info:
+        await app.astep()
+    assert (info.value.app_id, info.value.sequence_id) == (app.uid, 1)
+    assert (app.sequence_id, app.state["n"]) == (0, 1)  # not advanced
+    monkeypatch.undo()
+    outcome = await app.astep()  # settles step 1: stored already, so it simply advances
+    assert outcome is not None
+    assert (app.sequence_id, app.state["n"]) == (1, 2)
+    assert calls == [0, 1]  # tick ran once per step
+    await app.astep()
+    history = await persister.history("seams", app.uid)
+    assert [(h.sequence_id, h.state["n"]) for h in history] == [(0, 1), (1, 2), (2, 3)]
+
+
+async def test_an_unsettled_step_that_had_not_landed_is_written_by_the_next_call(
+    persister: SQLAlchemyPersister, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from burr_async import CommitUnknownError
+    from burr_async.persistence import _writer
+
+    app = await _counter_app(persister, {})
+    dialect = persister._writer.dialect
+
+    async def lost_request(driver: Any, values: Any) -> bool:
+        raise ConnectionResetError("connection lost before the insert")
+
+    async def unreachable(driver: Any, values: Any) -> bool | None:
+        raise ConnectionResetError("the database is unreachable")
+
+    monkeypatch.setattr(_writer, "SETTLE_DELAYS", (0.0,))
+    monkeypatch.setattr(dialect, "insert_one", lost_request)
+    monkeypatch.setattr(dialect, "is_stored", unreachable)
+    with pytest.raises(CommitUnknownError):
+        await app.astep()
+    monkeypatch.undo()
+    await app.astep()
+    assert app.sequence_id == 0
+    assert [h.sequence_id for h in await persister.history("seams", app.uid)] == [0]
+
+
+async def test_a_cancelled_step_whose_outcome_is_unknown_is_settled_next(
+    persister: SQLAlchemyPersister, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while its save could not be settled: the cancellation wins, and the next call
+    still settles the step instead of failing with ConcurrentStepError forever."""
+    import asyncio
+
+    app = await _counter_app(persister, {})
+    await app.astep()
+    await _unreachable_after_the_commit(persister, monkeypatch)
+    task = asyncio.ensure_future(app.astep())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert app.sequence_id == 0
+    monkeypatch.undo()
+    await app.astep()
+    await app.astep()
+    assert app.sequence_id == 2
+    history = await persister.history("seams", app.uid)
+    assert [(h.sequence_id, h.state["n"]) for h in history] == [(0, 1), (1, 2), (2, 3)]

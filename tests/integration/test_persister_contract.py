@@ -1,0 +1,125 @@
+"""The persister contract, run alike on InMemoryPersister, SQLite and Postgres."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from burr_async import (
+    ConcurrentStepError,
+    InMemoryPersister,
+    ParentPointer,
+    PersistenceError,
+    SerializationError,
+    State,
+)
+from tests.databases import Database
+
+pytestmark = pytest.mark.anyio
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> Database | None:
+    """None for the in-memory persister, else the provisioned database of a backend."""
+    if request.param == "memory":
+        return None
+    return request.getfixturevalue(f"{request.param}_db")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def any_persister(backend: Database | None) -> AsyncIterator[Any]:
+    """Each persister in turn; closed after the test."""
+    persister: Any = InMemoryPersister() if backend is None else backend.persister()
+    async with persister:
+        yield persister
+
+
+async def test_save_then_load_the_latest_and_a_chosen_step(any_persister: Any) -> None:
+    app = new_id()
+    await any_persister.save("p", app, 0, "a", State({"v": 0}), "completed")
+    await any_persister.save("p", app, 1, "b", State({"v": 1}), "completed")
+    latest = await any_persister.load("p", app)
+    first = await any_persister.load("p", app, 0)
+    assert latest is not None and first is not None
+    assert (latest.sequence_id, latest.position, latest.state["v"]) == (1, "b", 1)
+    assert (first.sequence_id, first.position, first.state["v"]) == (0, "a", 0)
+    assert latest.partition_key == "p" and latest.app_id == app
+    assert await any_persister.load("p", app, 7) is None
+    assert await any_persister.load("other", app) is None
+
+
+async def test_a_taken_step_is_never_overwritten(any_persister: Any) -> None:
+    app = new_id()
+    await any_persister.save(None, app, 0, "a", State({"v": 1}), "completed")
+    with pytest.raises(ConcurrentStepError) as info:
+        await any_persister.save(None, app, 0, "a", State({"v": 2}), "completed")
+    assert (info.value.app_id, info.value.sequence_id) == (app, 0)
+    loaded = await any_persister.load(None, app)
+    assert loaded is not None and loaded.state["v"] == 1 and loaded.partition_key is None
+
+
+async def test_failed_steps_and_parents_round_trip(any_persister: Any) -> None:
+    app = new_id()
+    parent = ParentPointer("source", None, 3)
+    await any_persister.save(
+        "p", app, 0, "boom", State({}), "failed", error="ValueError: x", parent=parent
+    )
+    loaded = await any_persister.load("p", app)
+    assert loaded is not None
+    assert (loaded.status, loaded.error, loaded.parent) == ("failed", "ValueError: x", parent)
+
+
+async def test_history_and_listings(any_persister: Any) -> None:
+    partition, older, newer = new_id(), new_id(), new_id()
+    for seq in range(3):
+        await any_persister.save(partition, older, seq, f"s{seq}", State({"i": seq}), "completed")
+    await any_persister.save(partition, newer, 0, "x", State({}), "completed")
+    history = await any_persister.history(partition, older)
+    assert [(h.sequence_id, h.position, h.state["i"]) for h in history] == [
+        (0, "s0", 0),
+        (1, "s1", 1),
+        (2, "s2", 2),
+    ]
+    assert await any_persister.history(partition, new_id()) == []
+    assert await any_persister.list_app_ids(partition) == [newer, older]
+    apps = await any_persister.list_apps(partition)
+    assert [(a.app_id, a.sequence_id, a.position) for a in apps] == [
+        (newer, 0, "x"),
+        (older, 2, "s2"),
+    ]
+    assert all(a.partition_key == partition and a.updated_at.tzinfo for a in apps)
+    assert [a.app_id for a in await any_persister.list_apps(partition, limit=1)] == [newer]
+    everywhere = await any_persister.list_apps(all_partitions=True, limit=10_000)
+    assert {older, newer} <= {a.app_id for a in everywhere}
+
+
+async def test_an_unserializable_state_stores_nothing(any_persister: Any) -> None:
+    app = new_id()
+    with pytest.raises(SerializationError) as info:
+        await any_persister.save("p", app, 0, "a", State({"bad": object()}), "completed")
+    assert info.value.key == "bad"
+    assert await any_persister.load("p", app) is None
+
+
+async def test_a_closed_persister_refuses_every_call(any_persister: Any) -> None:
+    app = new_id()
+    await any_persister.save("p", app, 0, "a", State({}), "completed")
+    await any_persister.aclose()
+    await any_persister.aclose()  # closing again is harmless
+    calls = [
+        any_persister.save("p", app, 1, "a", State({}), "completed"),
+        any_persister.load("p", app),
+        any_persister.history("p", app),
+        any_persister.list_app_ids("p"),
+        any_persister.list_apps("p"),
+    ]
+    for call in calls:
+        with pytest.raises(PersistenceError, match="closed"):
+            await call
