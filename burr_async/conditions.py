@@ -3,72 +3,14 @@
 
 from __future__ import annotations
 
-import ast
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from burr_async._expr import Refused, compile_expression, shorten
 from burr_async.errors import ConditionError
 from burr_async.state import State
 
 __all__ = ["Condition", "default", "expr", "when"]
-
-_SAFE_FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "len": len,
-    "abs": abs,
-    "min": min,
-    "max": max,
-    "sum": sum,
-    "any": any,
-    "all": all,
-    "bool": bool,
-    "int": int,
-    "float": float,
-    "str": str,
-    "round": round,
-    "sorted": sorted,
-}
-_SAFE_CONSTANTS: dict[str, Any] = {"True": True, "False": False, "None": None}
-
-_ALLOWED_NODES: tuple[type[ast.AST], ...] = (
-    ast.Expression,
-    ast.BoolOp,
-    ast.And,
-    ast.Or,
-    ast.UnaryOp,
-    ast.Not,
-    ast.USub,
-    ast.UAdd,
-    ast.BinOp,
-    ast.Add,
-    ast.Sub,
-    ast.Mult,
-    ast.Div,
-    ast.FloorDiv,
-    ast.Mod,
-    ast.Compare,
-    ast.Eq,
-    ast.NotEq,
-    ast.Lt,
-    ast.LtE,
-    ast.Gt,
-    ast.GtE,
-    ast.In,
-    ast.NotIn,
-    ast.Is,
-    ast.IsNot,
-    ast.IfExp,
-    ast.Name,
-    ast.Load,
-    ast.Constant,
-    ast.List,
-    ast.Tuple,
-    ast.Set,
-    ast.Dict,
-    ast.Subscript,
-    ast.Slice,
-    ast.Attribute,
-    ast.Call,
-)
 
 
 class Condition:
@@ -164,68 +106,47 @@ def when(**kwargs: Any) -> Condition:
 def expr(expression: str) -> Condition:
     """A condition written as a Python expression over state keys, e.g. ``"'exit' in question"``.
 
-    Only a safe subset is accepted: literals, names of state keys, comparisons, boolean and
-    arithmetic operators, indexing, attribute reads of public names, and calls to a few builtins
-    (``len``, ``min``, ``max``, ``sum``, ``any``, ``all``, ``abs``, ``bool``, ``int``, ``float``,
-    ``str``, ``round``, ``sorted``). Anything else is rejected when the condition is created.
+    Names are state keys. Only a safe subset of Python is accepted, checked when the condition is
+    created: literals, comparisons, ``and``/``or``/``not``, arithmetic (``+ - * / // %``),
+    ``x if c else y``, indexing and slicing, calls to ``len``, ``abs``, ``min``, ``max``, ``sum``,
+    ``any``, ``all``, ``bool``, ``int``, ``float``, ``str``, ``round`` and ``sorted``, and the
+    methods ``lower``, ``upper``, ``strip``, ``startswith``, ``endswith`` (on a str) and ``get``
+    (on a dict). No other attribute can be read. The source may be at most 1,000 characters.
+    Anything else raises :class:`ConditionError` here.
+
+    Evaluation is an interpreter over the checked syntax tree, not ``eval``: operations that
+    build values (``*``, ``+``, ``sorted``, slicing, string methods) check the size first, so a
+    hostile expression fails fast with :class:`ConditionError` instead of exhausting memory or
+    time. A missing state key, a broken limit, or an error raised while evaluating all raise
+    :class:`ConditionError` naming the condition. The full rules and limits are in
+    ``docs/concepts/transitions.md``.
     """
-    try:
-        tree = ast.parse(expression.strip(), mode="eval")
-    except SyntaxError as exc:
-        raise ConditionError(
-            f"expr({expression!r}) is not a valid expression: {exc.msg}.", condition=expression
-        ) from None
-    keys: set[str] = set()
-    for node in ast.walk(tree):
-        if not isinstance(node, _ALLOWED_NODES):
-            raise ConditionError(
-                f"expr({expression!r}) uses {type(node).__name__}, which conditions do not allow.",
-                condition=expression,
-            )
-        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
-            raise ConditionError(
-                f"expr({expression!r}) reads attribute {node.attr!r}; private and dunder "
-                "attributes are not allowed.",
-                condition=expression,
-            )
-        if isinstance(node, ast.Call) and not (
-            isinstance(node.func, ast.Name) and node.func.id in _SAFE_FUNCTIONS
-        ):
-            raise ConditionError(
-                f"expr({expression!r}) calls something other than the allowed functions "
-                f"{sorted(_SAFE_FUNCTIONS)}.",
-                condition=expression,
-            )
-        if isinstance(node, ast.Name):
-            if node.id.startswith("__"):
-                raise ConditionError(
-                    f"expr({expression!r}) uses the name {node.id!r}; dunder names are not "
-                    "allowed.",
-                    condition=expression,
-                )
-            if node.id not in _SAFE_FUNCTIONS and node.id not in _SAFE_CONSTANTS:
-                keys.add(node.id)
-    code = compile(tree, f"<expr {expression!r}>", "eval")
-    needed = sorted(keys)
-    sandbox: dict[str, Any] = {"__builtins__": {}, **_SAFE_FUNCTIONS}
+    compiled = compile_expression(expression)
+    needed = compiled.keys
+    shown = shorten(expression)
 
     def resolve(state: State) -> bool:
         data = state._data
-        scope: dict[str, Any] = {}
         for key in needed:
             if key not in data:
                 raise ConditionError(
-                    f"Condition expr({expression!r}) reads state key {key!r}, which is not in "
-                    f"the state (keys: {sorted(data)}).",
+                    f"Condition expr({shown}) reads state key {key!r}, which is not in the state "
+                    f"(keys: {sorted(data)}). Write the key before this transition is tried, or "
+                    "test it with another condition first.",
                     condition=expression,
                     key=key,
                 )
-            scope[key] = data[key]
         try:
-            return bool(eval(code, sandbox, scope))
+            return bool(compiled.evaluate(data))
+        except Refused as exc:
+            raise ConditionError(
+                f"Condition expr({shown}) was stopped: {exc}",
+                condition=expression,
+            ) from None
         except Exception as exc:
             raise ConditionError(
-                f"Condition expr({expression!r}) failed: {type(exc).__name__}: {exc}",
+                f"Condition expr({shown}) failed: {type(exc).__name__}: {exc}. Check the "
+                "state's values, or guard the expression (e.g. 'n != 0 and total / n > 1').",
                 condition=expression,
             ) from exc
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import tracemalloc
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -40,7 +43,6 @@ def test_default_always_holds() -> None:
         ("mode in ('x', 'y') or n % 2 == 1", {"mode": "z", "n": 3}, True),
         ("data['k'][0] == 1", {"data": {"k": [1]}}, True),
         ("max(xs) - min(xs) < 2", {"xs": [4, 5]}, True),
-        ("x.real > 0", {"x": 5}, True),
         ("y if flag else z", {"flag": False, "y": 1, "z": 0}, False),
         ("value is None", {"value": None}, True),
     ],
@@ -122,7 +124,6 @@ def test_and_short_circuits() -> None:
         "eval('1')",
         "exec('1')",
         "getattr(x, 'y')",
-        "x.upper()",
         "len.__self__",
         "__builtins__",
         "lambda: 1",
@@ -134,6 +135,11 @@ def test_and_short_circuits() -> None:
         "(y := 1)",
         "f'{x}'",
         "x ** 1000",
+        "2 ** 10**10",
+        "'a' * 10**10",
+        "[0] * 10**9",
+        "len(sum([[0]] * 10**7, [])) > 0",
+        "1 << 10000000000",
         "sorted(x, key=len)",
         "len(*x)",
     ],
@@ -182,6 +188,254 @@ def test_expr_failing_at_evaluation_chains_the_cause() -> None:
     with pytest.raises(ConditionError, match="ZeroDivisionError") as info:
         expr("x / 0 > 1").run(State({"x": 1}))
     assert isinstance(info.value.__cause__, ZeroDivisionError)
+
+
+# -- the sandbox's limits -----------------------------------------------------------------------
+#
+# Each hostile case must raise ConditionError for the stated reason, with no MemoryError or
+# RecursionError behind it, allocating well under 10 MB. Returning at all is the time bound: the
+# unguarded versions of these allocate gigabytes or never finish.
+
+_TEN_MB = 10 * 2**20
+
+
+def _refused_within_bounds(expression: Any, values: dict[str, Any], reason: str) -> ConditionError:
+    tracing = tracemalloc.is_tracing()
+    if not tracing:
+        tracemalloc.start()
+    tracemalloc.reset_peak()
+    baseline, _ = tracemalloc.get_traced_memory()
+    try:
+        with pytest.raises(ConditionError, match=reason) as info:
+            expr(expression).run(State(values))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        if not tracing:
+            tracemalloc.stop()
+    assert peak - baseline < _TEN_MB
+    assert not isinstance(info.value.__cause__, MemoryError | RecursionError)
+    return info.value
+
+
+@pytest.mark.parametrize(
+    ("expression", "values", "reason"),
+    [
+        ("'a' * 10000000000", {}, "10,000,000,000 items or characters.*at most 10,000"),
+        ("'a' * n", {"n": 10**10}, "at most 10,000"),
+        ("[0] * 1000000000", {}, "at most 10,000"),
+        ("sorted([0] * 100000000)", {}, "at most 10,000"),
+        ("len(sum([[0]] * 10000000, [])) > 0", {}, "at most 10,000"),
+        ("sum(xs, [])", {"xs": [[0]] * 1000}, r"sum\(\) takes a number"),
+        ("['a' * 9999] * 2", {}, "at most 10,000"),
+        ("[[0] * 1000] * 1000", {}, "repeats only strings"),
+        ("xs * 2", {"xs": [[0] * 5000]}, "repeats only strings"),
+        ("[" + "[0] * 9999, " * 11 + "]", {}, "at most 100,000"),
+        ("'%0999999999d' % 0", {}, "string formatting"),
+        ("fmt % 0", {"fmt": "%0999999999d"}, "string formatting"),
+        ("n * n * n", {"n": 2**2000}, "4,096 bits"),
+        ("round(5, -1000000000)", {}, "ndigits"),
+        ("s.strip(chars) == ''", {"s": "a" * 9000, "chars": "b" * 9000 + "a"}, "at most 100 char"),
+    ],
+    ids=[
+        "str-times-literal",
+        "str-times-state-int",
+        "list-times-literal",
+        "sorted-huge",
+        "sum-of-lists",
+        "sum-start-list",
+        "list-of-long-strs",
+        "list-of-lists",
+        "state-list-of-lists",
+        "total-budget",
+        "format-width",
+        "format-from-state",
+        "int-product",
+        "round-ndigits",
+        "strip-chars",
+    ],
+)
+def test_expr_hostile_evaluation_is_bounded(
+    expression: str, values: dict[str, Any], reason: str
+) -> None:
+    error = _refused_within_bounds(expression, values, reason)
+    assert repr(expression if len(expression) <= 120 else expression[:80]) in str(error)
+    assert error.condition == expression
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["-" * 100000 + "1", "x" + " + x" * 200000, "(" * 5000 + ")" * 5000, "a" * 1001],
+    ids=["unary-chain", "addition-chain", "parentheses", "long-name"],
+)
+def test_expr_refuses_oversized_source_before_parsing(expression: str) -> None:
+    error = _refused_within_bounds(expression, {}, "conditions may be at most 1,000")
+    assert f"({len(expression):,} characters)" in str(error)
+    assert error.condition == expression
+
+
+def test_expr_accepts_a_source_at_the_size_cap() -> None:
+    assert expr("a" * 1000).keys == ["a" * 1000]
+    with pytest.raises(ConditionError, match="1,000"):
+        expr(" " + "a" * 1000)
+
+
+@pytest.mark.parametrize(
+    ("expression", "reason"),
+    [("not " * 60 + "x", "nests deeper than 50"), ("a" + " < a" * 200, "more than 500")],
+    ids=["deep", "wide"],
+)
+def test_expr_refuses_too_deep_or_too_large_trees(expression: str, reason: str) -> None:
+    with pytest.raises(ConditionError, match=reason) as info:
+        expr(expression)
+    assert "Compute the value in an action" in str(info.value)
+
+
+@pytest.mark.parametrize("expression", [123, b"count > 3", None, ["count > 3"]])
+def test_expr_refuses_a_non_string(expression: Any) -> None:
+    with pytest.raises(ConditionError, match="takes the condition as a string") as info:
+        expr(expression)
+    assert type(expression).__name__ in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("expression", "attribute"),
+    [
+        ("x.real > 0", "real"),
+        ("x.lower == 1", "lower"),
+        ("g.gi_frame.f_locals", "f_locals"),
+        ("g.gi_code", "gi_code"),
+        ("len(g.gi_frame.f_back.f_globals) > 0", "f_globals"),
+        ("e.with_traceback(None)", "with_traceback"),
+        ("fmt.format(x)", "format"),
+        ("len(d.items()) > 0", "items"),
+        ("question.split()[0] == 'exit'", "split"),
+    ],
+)
+def test_expr_reads_no_attribute_but_the_listed_methods(expression: str, attribute: str) -> None:
+    with pytest.raises(ConditionError) as info:
+        expr(expression)
+    message = str(info.value)
+    assert repr(attribute) in message
+    assert "lower(), upper(), strip(), startswith(), endswith(), get()" in message
+    assert info.value.condition == expression
+
+
+def _generator() -> Iterator[int]:
+    yield from range(3)
+
+
+@pytest.mark.parametrize(
+    "expression", ["any(g)", "max(g) > 0", "sorted(g) == []", "sum(g) > 0", "-1 in g"]
+)
+@pytest.mark.parametrize("make", [_generator, itertools.count], ids=["generator", "count"])
+def test_expr_never_consumes_an_iterator_in_the_state(
+    expression: str, make: Callable[[], Iterator[int]]
+) -> None:
+    iterator = make()
+    _refused_within_bounds(expression, {"g": iterator}, "iterator")
+    assert next(iterator) == 0  # untouched
+
+
+@pytest.mark.parametrize(
+    ("expression", "values", "expected"),
+    [
+        ("'exit' in question.lower()", {"question": "Please EXIT now"}, True),
+        ("name.upper() == 'BOB'", {"name": "bob"}, True),
+        ("answer.strip() == ''", {"answer": "  \n"}, True),
+        ("answer.strip('-') == 'ok'", {"answer": "--ok--"}, True),
+        ("url.startswith('https://')", {"url": "http://example.com"}, False),
+        ("path.endswith(('.md', '.py'))", {"path": "notes.md"}, True),
+        ("meta.get('k') == 1", {"meta": {"k": 1}}, True),
+        ("meta.get('missing', 0) == 0", {"meta": {"k": 1}}, True),
+        ("messages[-1].get('role') == 'user'", {"messages": [{"role": "user"}]}, True),
+    ],
+)
+def test_expr_calls_the_listed_str_and_dict_methods(
+    expression: str, values: dict[str, Any], expected: bool
+) -> None:
+    assert expr(expression).run(State(values)) is expected
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.calls: list[object] = []
+
+    def get(self, key: object) -> bool:
+        self.calls.append(key)
+        return True
+
+
+class _Shouty(str):
+    __slots__ = ()
+
+    def lower(self) -> str:
+        return "HACKED"
+
+
+def test_expr_methods_run_only_on_a_str_or_dict() -> None:
+    with pytest.raises(ConditionError, match="str method, but the value is of type int"):
+        expr("x.lower() == 'a'").run(State({"x": 5}))
+    with pytest.raises(ConditionError, match="dict method, but the value is of type list"):
+        expr("x.get(0) == 1").run(State({"x": [1]}))
+    recorder = _Recorder()
+    with pytest.raises(ConditionError, match="dict method"):
+        expr("x.get('k')").run(State({"x": recorder}))
+    assert recorder.calls == []
+    # A str subclass's own lower() is never called; str.lower is.
+    assert expr("x.lower() == 'hi'").run(State({"x": _Shouty("Hi")})) is True
+
+
+@pytest.mark.parametrize(
+    ("expression", "values"),
+    [
+        (
+            "messages[-1]['role'] == 'user' and count < 3",
+            {"messages": [{"role": "user"}], "count": 1},
+        ),
+        ("'ab' * 5000 == s", {"s": "ab" * 5000}),
+        ("[0] * 10000 == xs", {"xs": [0] * 10000}),
+        ("['ab', 1] * 3 == xs", {"xs": ["ab", 1] * 3}),
+        ("xs + ys == [1, 2, 3]", {"xs": [1], "ys": [2, 3]}),
+        ("sum(xs) == 6 and sum(xs, 0.5) == 6.5", {"xs": [1, 2, 3]}),
+        ("sorted(xs)[0] == 1 and max(xs) == 3 and min(3, 4) == 3", {"xs": [3, 1, 2]}),
+        ("n % 2 == 1 and n // 2 == 1 and -n < 0", {"n": 3}),
+        ("round(x, 2) == 1.23 and str(n) == '3' and int(s) == 3", {"x": 1.2345, "n": 3, "s": "3"}),
+        ("x * y > 1", {"x": 2**2000, "y": 2**2000}),
+        ("len(text[-5:]) == 5 and 'end' in text.lower()", {"text": "x" * 90000 + "END"}),
+    ],
+)
+def test_expr_limits_leave_normal_use_alone(expression: str, values: dict[str, Any]) -> None:
+    assert expr(expression).run(State(values)) is True
+
+
+@pytest.mark.parametrize(
+    ("expression", "reason"),
+    [
+        ("{**x} == {}", r"unpacks a dict with \*\*"),
+        ("'%s' % x == 'a'", "string formatting"),
+        ("x == b'a'", "constant of type bytes"),
+        ("x == 1j", "constant of type complex"),
+        ("x == ...", "constant of type ellipsis"),
+        ("len", "without calling it"),
+        ("sorted > 1", "without calling it"),
+        ("len(x, y)", r"len\(\) with 2 argument"),
+        ("x.lower(1)", r"\.lower\(\) with 1 argument"),
+    ],
+)
+def test_expr_rejects_more_at_creation(expression: str, reason: str) -> None:
+    with pytest.raises(ConditionError, match=reason) as info:
+        expr(expression)
+    assert repr(expression) in str(info.value)
+
+
+def test_expr_errors_shorten_a_long_expression() -> None:
+    expression = "x." + "a" * 900 + "() == 1"
+    with pytest.raises(ConditionError) as info:
+        expr(expression)
+    message = str(info.value)
+    assert f"({len(expression):,} characters)" in message
+    assert len(message) < 500
+    assert info.value.condition == expression
 
 
 # -- transitions are tried in order ------------------------------------------------------------
