@@ -37,7 +37,7 @@ unit: $(VENV)/.installed-dev ## The test suite alone (SQLite and Postgres)
 	$(BIN)/pytest
 
 docs: $(VENV)/.installed-dev ## Build the docs (fails on broken references)
-	$(BIN)/mkdocs build --strict --quiet --site-dir site
+	$(BIN)/mkdocs build --strict --site-dir site
 
 test: lint typecheck unit docs bench-quick ## Everything CI runs: lint, types, the whole suite on both backends, docs, bench smoke
 

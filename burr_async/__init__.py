@@ -16,7 +16,7 @@ from burr_async.actions import (
     action,
     streaming_action,
 )
-from burr_async.application import Application, StreamingResultContainer
+from burr_async.application import Application
 from burr_async.builder import ApplicationBuilder
 from burr_async.conditions import Condition, default, expr, when
 from burr_async.errors import (
@@ -64,6 +64,7 @@ from burr_async.persistence.base import (
 from burr_async.persistence.memory import InMemoryPersister
 from burr_async.serde import OrjsonSerde, Serde
 from burr_async.state import State
+from burr_async.streaming import StreamingResultContainer
 
 if TYPE_CHECKING:
     from burr_async.persistence.sqlalchemy import (

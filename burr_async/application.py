@@ -31,8 +31,9 @@ from burr_async.graph import Graph
 from burr_async.hooks import ExecuteMethod, _HookSet
 from burr_async.persistence.base import AsyncBaseStateSaver, ParentPointer, Status
 from burr_async.state import State
+from burr_async.streaming import StreamingResultContainer
 
-__all__ = ["Application", "StreamingResultContainer"]
+__all__ = ["Application"]
 
 StepOutcome = tuple[Action, ResultDict | None, State]
 
@@ -309,7 +310,7 @@ class Application:
 
     async def _stream_step(
         self, act: Action, run_inputs: dict[str, Any], expected_sequence_id: int | None
-    ) -> AsyncIterator[StreamItem]:
+    ) -> AsyncGenerator[StreamItem, None]:
         # The stream runs after astream_result() returned: hold the busy flag while it runs, and
         # refuse to run once another call has advanced the application in between.
         if self._busy or self._sequence_id != expected_sequence_id:
@@ -529,50 +530,3 @@ class _Step:
     error: str | None
     result: ResultDict | None
     exception: Exception | None
-
-
-class StreamingResultContainer:
-    """The partial results of a streaming step, then its final ``(result, state)``.
-
-    ``async for partial in container`` yields each partial result dict; ``await container.get()``
-    finishes the stream if needed and returns the final result and state. The step is persisted
-    when the stream ends.
-    """
-
-    def __init__(self, stream: AsyncIterator[StreamItem] | None) -> None:
-        self._stream = stream
-        self._final: tuple[ResultDict | None, State] | None = None
-
-    @classmethod
-    def _finished(cls, result: ResultDict | None, state: State) -> StreamingResultContainer:
-        container = cls(None)
-        container._final = (result, state)
-        return container
-
-    def __aiter__(self) -> StreamingResultContainer:
-        return self
-
-    async def __anext__(self) -> ResultDict:
-        """The next partial result; a loop that breaks early can be resumed, or finished by
-        :meth:`get`."""
-        while self._stream is not None:
-            try:
-                partial, state = await anext(self._stream)
-            except StopAsyncIteration:
-                self._stream = None
-                break
-            if state is None:
-                return partial
-            self._final = (partial, state)
-        raise StopAsyncIteration
-
-    async def get(self) -> tuple[ResultDict | None, State]:
-        """The final ``(result, state)``, draining any partial results not yet consumed."""
-        async for _ in self:
-            pass
-        if self._final is None:  # the stream raised or was cancelled where it was read
-            raise BurrAsyncError(
-                "The stream ended without its final result (it raised or was cancelled where it "
-                "was read); the application's history shows what was stored for this step."
-            )
-        return self._final

@@ -214,6 +214,12 @@ class ApplicationBuilder:
 
     async def abuild(self) -> Application:
         """Validate, load (when ``initialize_from`` was used) and return the application."""
+        if self._sequence_id is not None and self._initializer is None:
+            raise ConfigurationError(
+                f"with_identifiers(sequence_id={self._sequence_id}) chooses the stored step to "
+                "load, but nothing is loaded: add initialize_from(persister, ...), or drop "
+                "sequence_id to start a new application."
+            )
         graph = Graph(self._actions, self._transitions)
         app_id = self._app_id or str(uuid.uuid4())
         state = self._state or State()

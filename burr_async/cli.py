@@ -10,7 +10,7 @@ Expected failures (database unreachable, table missing or behind, unknown app, i
 print one ``error: ...`` line on stderr and exit with status 1; ``--debug`` adds the traceback.
 
 Every stored string (app ids, partition keys, positions, errors, states, revisions) and every
-user-supplied one (arguments, URLs, exception messages) is printed through :func:`_printable`:
+user-supplied one (arguments, URLs, exception messages) is printed through ``_printable``:
 its control and other non-printable characters are shown as escapes (``\\x1b``), so that it
 cannot move the cursor, retitle or clear the terminal, or reorder text; and rich markup in it
 is never read.
@@ -504,7 +504,7 @@ def diff(settings: Settings, app_id: str, seq_a: int, seq_b: int, partition: str
 
 def _diff_lines(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[str]:
     """``+ key: value``, ``- key: value`` and ``~ key: old -> new``, values as JSON (all
-    escaped by :func:`_printable`)."""
+    escaped by ``_printable``)."""
 
     def show(value: Any) -> str:
         return _printable(json.dumps(value, default=_display, ensure_ascii=False), as_json=True)

@@ -1,6 +1,6 @@
 """The SQLAlchemy 2.x async persister: one code path for SQLite (aiosqlite) and Postgres
 (asyncpg), chosen by the database URL alone. What differs between them lives in their dialect
-modules (see :mod:`burr_async.persistence._dialect`)."""
+modules (``burr_async/persistence/_sqlite.py`` and ``_postgres.py``)."""
 
 from __future__ import annotations
 

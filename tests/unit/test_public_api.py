@@ -22,6 +22,7 @@ REEXPORTED_MODULES = [
     "burr_async.persistence.memory",
     "burr_async.serde",
     "burr_async.state",
+    "burr_async.streaming",
 ]
 
 # Names in a module's __all__ that are not re-exported at the top level, with the reason.
