@@ -11,8 +11,8 @@ from __future__ import annotations
 import copy
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, Self, TypeAlias
 
 from burr_async.errors import (
@@ -270,10 +270,11 @@ class StreamingAction(Action):
         self, state: State, inputs: Mapping[str, Any]
     ) -> AsyncGenerator[StreamItem, None]:
         last: ResultDict | None = None
-        async for item in _aiter(self.stream_run(state, **inputs)):
-            if last is not None:
-                yield last, None
-            last = item
+        async with _iterating(self.stream_run(state, **inputs)) as items:
+            async for item in items:
+                if last is not None:
+                    yield last, None
+                last = item
         if last is None:
             raise InvalidActionResultError(
                 f"Streaming action {self.name!r} yielded nothing; it must yield at least its "
@@ -300,45 +301,47 @@ class StreamingFunctionAction(_FunctionBase):
     async def _stream(
         self, state: State, inputs: Mapping[str, Any]
     ) -> AsyncGenerator[StreamItem, None]:
-        async for item in _aiter(self._fn(state, **self._bound, **inputs)):
-            if (
-                not isinstance(item, tuple)
-                or len(item) != 2
-                or not isinstance(item[0], Mapping)
-                or not (item[1] is None or isinstance(item[1], State))
-            ):
-                raise InvalidActionResultError(
-                    f"Streaming action {self.name!r} must yield (dict, None) for partial results "
-                    f"and (dict, State) last, got {item!r:.200}.",
-                    action=self.name,
-                )
-            yield dict(item[0]), item[1]
-            if item[1] is not None:
-                return
+        async with _iterating(self._fn(state, **self._bound, **inputs)) as items:
+            async for item in items:
+                if (
+                    not isinstance(item, tuple)
+                    or len(item) != 2
+                    or not isinstance(item[0], Mapping)
+                    or not (item[1] is None or isinstance(item[1], State))
+                ):
+                    raise InvalidActionResultError(
+                        f"Streaming action {self.name!r} must yield (dict, None) for partial "
+                        f"results and (dict, State) last, got {item!r:.200}.",
+                        action=self.name,
+                    )
+                yield dict(item[0]), item[1]
+                if item[1] is not None:
+                    return
 
     async def _execute(self, state: State, inputs: Mapping[str, Any]) -> tuple[ResultDict, State]:
         return await _drain(self.name, self._stream(state, inputs))
 
 
-async def _aiter(source: Any) -> AsyncGenerator[Any, None]:
-    """Iterate a sync or async iterable; when the iteration ends early (the step ended, or was
-    abandoned) a generator underneath is closed at once, so its ``finally`` runs now."""
-    if hasattr(source, "__aiter__"):
-        try:
-            async for item in source:
-                yield item
-        finally:
-            close = getattr(source, "aclose", None)
-            if close is not None:
-                await close()
-    else:
-        try:
-            for item in source:
-                yield item
-        finally:
+@asynccontextmanager
+async def _iterating(source: Any) -> AsyncIterator[AsyncIterator[Any]]:
+    """The items of a sync or async iterable, as an async iterator; on leaving the block (the
+    step ended, or its stream was abandoned) a generator underneath is closed at once, so its
+    ``finally`` runs now rather than at garbage collection."""
+    try:
+        yield source if hasattr(source, "__aiter__") else _from_sync(source)
+    finally:
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        else:
             close = getattr(source, "close", None)
             if close is not None:
                 close()
+
+
+async def _from_sync(source: Any) -> AsyncIterator[Any]:
+    for item in source:
+        yield item
 
 
 async def _drain(name: str, stream: AsyncGenerator[StreamItem, None]) -> tuple[ResultDict, State]:

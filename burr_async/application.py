@@ -395,19 +395,14 @@ class Application:
         )
 
     async def _post_step_hooks(
-        self,
-        act: Action,
-        sequence_id: int,
-        result: ResultDict | None,
-        exception: Exception | None,
-        *,
-        cancelled: bool,
+        self, act: Action, sequence_id: int, result: ResultDict | None, exception: Exception | None
     ) -> None:
-        """The post-step hooks of a committed step; when the caller was cancelled meanwhile
-        they still run (shielded), so that a tracing hook sees slow steps too."""
+        """The post-step hooks of a stored step. They run shielded from cancellation: a step
+        that committed while its caller was being cancelled (``asyncio.timeout``, an anyio
+        cancel scope) still reaches its hooks, so a tracing hook sees the slow steps too."""
         if not self._hooks.has("post_run_step"):
             return
-        with anyio.CancelScope(shield=cancelled):
+        with anyio.CancelScope(shield=True):
             await self._call_hooks(
                 "post_run_step",
                 act,
@@ -426,7 +421,7 @@ class Application:
         self._position = act.name
         self._status = "completed"
         try:
-            await self._post_step_hooks(act, sequence_id, result, None, cancelled=cancelled)
+            await self._post_step_hooks(act, sequence_id, result, None)
         finally:
             if cancelled:  # the step landed whole; now the cancellation may go through
                 raise asyncio.CancelledError
@@ -450,7 +445,7 @@ class Application:
         self._position = act.name
         self._status = "failed"
         try:
-            await self._post_step_hooks(act, sequence_id, None, exc, cancelled=cancelled)
+            await self._post_step_hooks(act, sequence_id, None, exc)
         except BurrAsyncError as hook_error:
             exc.add_note(str(hook_error))
         finally:

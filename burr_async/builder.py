@@ -19,6 +19,7 @@ from burr_async.persistence.base import (
     ParentPointer,
     PersistedStateData,
     Status,
+    _check_id,
 )
 from burr_async.state import State
 
@@ -132,14 +133,10 @@ class ApplicationBuilder:
         """Set the application id (a UUID4 string when never set), the partition key, and
         optionally the ``sequence_id`` to load with ``initialize_from``."""
         if app_id is not None:
-            if not isinstance(app_id, str) or not app_id:
-                raise ConfigurationError(f"app_id must be a non-empty string, got {app_id!r}.")
+            _check_id("app_id", app_id)
             self._app_id = app_id
+        _check_id("partition_key", partition_key, optional=True)
         if partition_key is not None:
-            if not isinstance(partition_key, str):
-                raise ConfigurationError(
-                    f"partition_key must be a string or None, got {partition_key!r}."
-                )
             self._partition_key = partition_key
         if sequence_id is not None:
             self._sequence_id = sequence_id

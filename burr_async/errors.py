@@ -94,16 +94,18 @@ class GraphValidationError(ConfigurationError):
 
 
 class InvalidIdentifierError(ConfigurationError):
-    """A table or schema name is not a plain SQL identifier; it is rejected, never quoted
-    into SQL."""
+    """A name or id breaks its rule, and is refused before anything is written: a table or
+    schema name that is not a plain SQL identifier (never quoted into SQL), or an app id or
+    partition key with a NUL character or over the documented length."""
 
-    def __init__(self, kind: str, value: object) -> None:
+    def __init__(self, kind: str, value: object, rule: str | None = None) -> None:
         self.kind = kind
         self.value = value
-        super().__init__(
-            f"Invalid {kind} {value!r}: use 1 to 40 characters of letters, digits and underscores, "
-            "starting with a letter or underscore."
+        rule = rule or (
+            "use 1 to 40 characters of letters, digits and underscores, starting with a letter "
+            "or underscore"
         )
+        super().__init__(f"Invalid {kind} {quote(value)}: {rule}.")
 
 
 class ApplicationBusyError(BurrAsyncError):

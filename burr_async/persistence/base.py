@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
 
+from burr_async.errors import InvalidIdentifierError
 from burr_async.state import State
 
 __all__ = [
@@ -21,6 +22,34 @@ __all__ = [
 ]
 
 Status = Literal["completed", "failed"]
+
+MAX_ID_LENGTH = 255
+"""The longest app id or partition key, in characters (the primary key's index must hold both
+on every backend)."""
+
+
+def _check_id(kind: str, value: object, *, optional: bool = False) -> None:
+    """InvalidIdentifierError unless ``value`` (an ``app_id``, or with ``optional`` a
+    ``partition_key``, which may be None) is a string, non-empty unless optional, of at most
+    :data:`MAX_ID_LENGTH` characters without a NUL character: the same rule on every backend,
+    checked before anything is written."""
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not (value or optional):
+        rule = "it must be a string or None" if optional else "it must be a non-empty string"
+        raise InvalidIdentifierError(kind, value, rule)
+    if len(value) > MAX_ID_LENGTH or "\x00" in value:
+        raise InvalidIdentifierError(
+            kind,
+            value,
+            f"use at most {MAX_ID_LENGTH} characters, none of them NUL (it has {len(value)})",
+        )
+
+
+def _check_ids(app_id: object, partition_key: object) -> None:
+    """:func:`_check_id` for a step's ``app_id`` and ``partition_key``."""
+    _check_id("app_id", app_id)
+    _check_id("partition_key", partition_key, optional=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from burr_async.persistence.base import (
     ParentPointer,
     PersistedStateData,
     Status,
+    _check_ids,
 )
 from burr_async.serde import OrjsonSerde, Serde
 from burr_async.state import State
@@ -60,6 +61,7 @@ class InMemoryPersister(AsyncBaseStatePersister):
         parent: ParentPointer | None = None,
     ) -> None:
         self._check_open("save")
+        _check_ids(app_id, partition_key)
         encoded = self._serde.dumps(state)
         pk = partition_key or ""
         steps = self._rows.setdefault((pk, app_id), {})
@@ -98,6 +100,7 @@ class InMemoryPersister(AsyncBaseStatePersister):
         self, partition_key: str | None, app_id: str, sequence_id: int | None = None
     ) -> PersistedStateData | None:
         self._check_open("load")
+        _check_ids(app_id, partition_key)
         pk = partition_key or ""
         steps = self._rows.get((pk, app_id))
         if not steps:

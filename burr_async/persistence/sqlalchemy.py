@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import Any, Self
 
 import anyio
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -17,6 +18,7 @@ from burr_async.errors import (
     PersistenceError,
     SchemaAheadError,
     SchemaOutOfDateError,
+    SerializationError,
     quote,
 )
 from burr_async.persistence._dialect import as_utc, dialect_for
@@ -28,6 +30,7 @@ from burr_async.persistence.base import (
     ParentPointer,
     PersistedStateData,
     Status,
+    _check_ids,
 )
 from burr_async.persistence.engine import SQLiteSynchronous, create_engine
 from burr_async.persistence.models import (
@@ -227,6 +230,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         step again settles that). A row already at this (partition_key, app_id, sequence_id)
         is never overwritten: :class:`~burr_async.errors.ConcurrentStepError`."""
         self._check_open("save")
+        _check_ids(app_id, partition_key)
         with translated(
             self._errors,
             "Saving the step",
@@ -235,14 +239,17 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             sequence_id=sequence_id,
             action=position,
         ):
+            encoded = self._serde.dumps(state)
+            if _ESCAPED_NUL in encoded:
+                _refuse_nul(encoded)
             values = (
                 partition_key or "",
                 app_id,
                 sequence_id,
                 position,
                 status,
-                self._serde.dumps(state).decode(),
-                error,
+                encoded.decode(),
+                None if error is None else error.replace("\x00", "\\x00"),
                 dt.datetime.now(dt.UTC),
                 parent.app_id if parent else None,
                 (parent.partition_key or "") if parent else None,
@@ -277,6 +284,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
     ) -> PersistedStateData | None:
         """The latest step of the app (or the one at ``sequence_id``), or None."""
         self._check_open("load")
+        _check_ids(app_id, partition_key)
         with translated(
             self._errors,
             f"Loading app {quote(app_id)}",
@@ -292,6 +300,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
     async def history(self, partition_key: str | None, app_id: str) -> list[PersistedStateData]:
         """Every step of the app, oldest first."""
         self._check_open("history")
+        _check_ids(app_id, partition_key)
         with translated(
             self._errors,
             f"Reading the history of app {quote(app_id)}",
@@ -380,6 +389,33 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         if self._owns_engine:
             self._owns_engine = False
             await self._engine.dispose()
+
+
+_ESCAPED_NUL = b"\\u0000"  # how JSON writes a NUL character inside a string
+
+
+def _refuse_nul(encoded: bytes) -> None:
+    """SerializationError naming the state key whose value holds a string (or dict key) with a
+    NUL character: Postgres cannot store one in JSONB, so neither backend does. ``encoded``
+    merely contains the escape, which may be a backslash followed by ``u0000`` in the text."""
+
+    def has_nul(value: object) -> bool:
+        if isinstance(value, str):
+            return "\x00" in value
+        if isinstance(value, dict):
+            return any(has_nul(k) or has_nul(v) for k, v in value.items())
+        if isinstance(value, list):
+            return any(has_nul(v) for v in value)
+        return False
+
+    for key, value in orjson.loads(encoded).items():
+        if has_nul(key) or has_nul(value):
+            raise SerializationError(
+                f"State key {quote(key)} holds a string with a NUL character, which the "
+                "database cannot store (Postgres refuses it in JSON, and SQLite is held to the "
+                "same rule). Remove or replace the NUL characters. Nothing was written.",
+                key=key,
+            )
 
 
 class SQLitePersister(SQLAlchemyPersister):

@@ -290,3 +290,24 @@ async def test_builder_chain_builds_the_chatbot() -> None:
     assert app.uid == "chat"
     assert app.get_next_action().name == "user_input"  # type: ignore[union-attr]
     assert app.has_next_action() is True
+
+
+async def test_a_sequence_id_without_initialize_from_is_refused() -> None:
+    builder = chatbot_builder().with_identifiers(app_id="a", sequence_id=5)
+    with pytest.raises(ConfigurationError, match=r"sequence_id=5.*initialize_from"):
+        await builder.abuild()
+
+
+@pytest.mark.parametrize(
+    ("app_id", "partition_key"),
+    [("a\x00b", None), ("x" * 256, None), ("a", "p\x00"), ("a", "p" * 10_000), ("", None)],
+    ids=["nul-app", "long-app", "nul-partition", "long-partition", "empty-app"],
+)
+def test_ids_that_no_backend_can_store_are_refused_up_front(
+    app_id: str, partition_key: str | None
+) -> None:
+    from burr_async import InvalidIdentifierError
+
+    with pytest.raises(InvalidIdentifierError) as info:
+        ApplicationBuilder().with_identifiers(app_id=app_id, partition_key=partition_key)
+    assert len(str(info.value)) < 300  # a 10 kB id is quoted shortened

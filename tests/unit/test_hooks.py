@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 from burr_async import (
     ApplicationBuilder,
     ExecuteMethod,
     HookError,
+    InMemoryPersister,
     PostApplicationCreateHook,
     PostApplicationExecuteCallHook,
     PostApplicationExecuteCallHookAsync,
@@ -313,3 +317,45 @@ async def test_raising_create_hook_is_a_hook_error() -> None:
     with pytest.raises(HookError, match=r"ExplodingCreate.*'doomed'") as info:
         await builder.abuild()
     assert isinstance(info.value.__cause__, FlakyError)
+
+
+class _SlowPersister(InMemoryPersister):
+    """Stores each step after a pause, so that a cancellation arrives while it is saved."""
+
+    async def save(self, *args: Any, **kwargs: Any) -> None:
+        await anyio.sleep(0.02)
+        await super().save(*args, **kwargs)
+
+
+class _AwaitingRecorder(AsyncStepRecorder):
+    """Records after awaiting, as a hook that exports a span would."""
+
+    async def post_run_step(self, **kwargs: Any) -> None:  # type: ignore[override]
+        await anyio.lowlevel.checkpoint()
+        self.calls.append(("post", kwargs))
+
+
+@pytest.mark.parametrize("how", ["asyncio.timeout", "anyio.move_on_after"])
+async def test_post_step_hooks_run_for_a_step_cancelled_while_it_was_saved(how: str) -> None:
+    """A tracing hook must see the slow steps too: the step committed, so its hooks run before
+    the cancellation goes through."""
+    recorder = _AwaitingRecorder()
+    persister = _SlowPersister()
+    app = await (
+        counter_builder(limit=10)
+        .with_state(count=0)
+        .with_entrypoint("increment")
+        .with_hooks(recorder)
+        .with_state_persister(persister)
+        .abuild()
+    )
+    if how == "asyncio.timeout":
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.01):
+                await app.astep()
+    else:
+        with anyio.move_on_after(0.01):
+            await app.astep()
+    assert app.sequence_id == 0  # the step committed and the application advanced
+    assert [phase for phase, _ in recorder.calls] == ["pre", "post"]
+    assert recorder.calls[1][1]["sequence_id"] == 0

@@ -331,3 +331,62 @@ async def test_a_stream_gone_stale_does_not_run_its_action_again() -> None:
     assert app.sequence_id == 1
     assert app.get_next_action().name == "ask"  # type: ignore[union-attr]
     assert [r.position for r in await persister.history(None, "streamer")] == ["ask", "reply"]
+
+
+def _closing_stream(log: list[str]) -> Any:
+    @streaming_action(reads=[], writes=["text"])
+    async def speak(state: State) -> AsyncIterator[tuple[dict[str, Any], State | None]]:
+        try:
+            for word in ("a", "b", "c"):
+                yield {"delta": word}, None
+            yield {"text": "abc"}, state.update(text="abc")
+            log.append("after the final item")  # never: the step ends at the final item
+        finally:
+            log.append("closed")
+
+    return speak
+
+
+async def _speaking_app(log: list[str], persister: InMemoryPersister) -> Any:
+    return await (
+        ApplicationBuilder()
+        .with_actions(speak=_closing_stream(log))
+        .with_transitions(("speak", "speak"))
+        .with_entrypoint("speak")
+        .with_state_persister(persister)
+        .with_identifiers(app_id="talker")
+        .abuild()
+    )
+
+
+async def test_the_actions_generator_is_closed_when_the_step_ends() -> None:
+    log: list[str] = []
+    app = await _speaking_app(log, InMemoryPersister())
+    await app.astep()
+    assert log == ["closed"]  # its finally ran at the end of the step, not at garbage collection
+    _, container = await app.astream_result(halt_after=["speak"])
+    assert [p async for p in container] == [{"delta": "a"}, {"delta": "b"}, {"delta": "c"}]
+    assert log == ["closed", "closed"]
+
+
+async def test_an_abandoned_stream_is_closed_by_aclose_and_stores_nothing() -> None:
+    log: list[str] = []
+    persister = InMemoryPersister()
+    app = await _speaking_app(log, persister)
+    _, container = await app.astream_result(halt_after=["speak"])
+    async with container:
+        assert await anext(container) == {"delta": "a"}
+    assert log == ["closed"]
+    assert await persister.history(None, "talker") == []
+    assert app.sequence_id is None
+    await app.astep()  # the application is free again, and runs the action afresh
+    assert app.sequence_id == 0
+
+
+async def test_aclose_after_the_stream_ended_keeps_the_result() -> None:
+    app = await _speaking_app([], InMemoryPersister())
+    _, container = await app.astream_result(halt_after=["speak"])
+    result, state = await container.get()
+    await container.aclose()
+    assert (result, state["text"]) == ({"text": "abc"}, "abc")
+    assert await container.get() == (result, state)
