@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from burr_async.actions import Action
 from burr_async.application import Application
@@ -13,6 +13,12 @@ from burr_async.conditions import Condition, default
 from burr_async.errors import ConfigurationError, GraphValidationError, StateNotFoundError
 from burr_async.graph import Graph, Transition
 from burr_async.hooks import _HookSet
+from burr_async.persistence._sync import (
+    SyncPersisterAdapter,
+    SyncStateLoader,
+    SyncStateSaver,
+    is_async_callable,
+)
 from burr_async.persistence.base import (
     AsyncBaseStateLoader,
     AsyncBaseStateSaver,
@@ -147,20 +153,30 @@ class ApplicationBuilder:
         self._hooks.extend(hooks)
         return self
 
-    def with_state_persister(self, persister: AsyncBaseStateSaver, on_every: str = "step") -> Self:
-        """Persist every step through ``persister``; a step counts only once its write returns."""
+    def with_state_persister(
+        self, persister: AsyncBaseStateSaver | SyncStateSaver, on_every: str = "step"
+    ) -> Self:
+        """Persist every step through ``persister``; a step counts only once its write returns.
+
+        A Burr-style sync persister (``save`` a plain function) is accepted: its calls run in a
+        worker thread, with the same contract."""
         if on_every != "step":
             raise ConfigurationError(f"on_every={on_every!r} is not supported; use 'step'.")
-        if not callable(getattr(persister, "save", None)):
+        save = getattr(persister, "save", None)
+        if not callable(save):
             raise ConfigurationError(
-                f"{persister!r} cannot persist state: it has no async save(...) method."
+                f"{persister!r} cannot persist state: it has no save(...) method (async, or a "
+                "plain function run in a worker thread)."
             )
-        self._persister = persister
+        if is_async_callable(save):
+            self._persister = cast(AsyncBaseStateSaver, persister)
+        else:
+            self._persister = self._adapted(persister)
         return self
 
     def initialize_from(
         self,
-        initializer: AsyncBaseStateLoader,
+        initializer: AsyncBaseStateLoader | SyncStateLoader,
         *,
         resume_at_next_action: bool,
         default_state: State | Mapping[str, Any],
@@ -175,7 +191,8 @@ class ApplicationBuilder:
         ``fork_from_app_id`` a step of another app is copied into this one. A completed step
         resumes at the action after it (``resume_at_next_action=True``) or at
         ``default_entrypoint``; a failed step runs its action again. Excludes ``with_state`` and
-        ``with_entrypoint``.
+        ``with_entrypoint``. A Burr-style sync loader (``load`` a plain function) is accepted:
+        its calls run in a worker thread.
         """
         if self._state is not None or self._entrypoint is not None:
             used = "with_state" if self._state is not None else "with_entrypoint"
@@ -183,12 +200,19 @@ class ApplicationBuilder:
                 f"initialize_from() cannot be combined with {used}(): pass the initial values "
                 "as initialize_from(default_state=..., default_entrypoint=...) instead."
             )
-        if not callable(getattr(initializer, "load", None)):
+        load = getattr(initializer, "load", None)
+        if not callable(load):
             raise ConfigurationError(
-                f"{initializer!r} cannot load state: it has no async load(...) method."
+                f"{initializer!r} cannot load state: it has no load(...) method (async, or a "
+                "plain function run in a worker thread)."
             )
+        loader = (
+            cast(AsyncBaseStateLoader, initializer)
+            if is_async_callable(load)
+            else self._adapted(initializer)
+        )
         self._initializer = _Initializer(
-            loader=initializer,
+            loader=loader,
             resume_at_next_action=resume_at_next_action,
             default_state=State(default_state),
             default_entrypoint=default_entrypoint,
@@ -198,9 +222,20 @@ class ApplicationBuilder:
         )
         return self
 
-    def initialize(self, initializer: AsyncBaseStateLoader, **kwargs: Any) -> Self:
+    def initialize(
+        self, initializer: AsyncBaseStateLoader | SyncStateLoader, **kwargs: Any
+    ) -> Self:
         """Alias of :meth:`initialize_from`, the spelling in Burr's persistence docs."""
         return self.initialize_from(initializer, **kwargs)
+
+    def _adapted(self, persister: object) -> SyncPersisterAdapter:
+        """The adapter running ``persister``'s calls in worker threads: one per object, shared
+        by ``with_state_persister`` and ``initialize_from``."""
+        loader = self._initializer.loader if self._initializer is not None else None
+        for existing in (self._persister, loader):
+            if isinstance(existing, SyncPersisterAdapter) and existing.persister is persister:
+                return existing
+        return SyncPersisterAdapter(persister)
 
     def _forbid_with_initializer(self, verb: str) -> None:
         if self._initializer is not None:

@@ -346,8 +346,14 @@ class OrjsonSerde:
         tagged = _TAG_BYTES in data if isinstance(data, bytes) else _TAG in data
         if not tagged:
             return decoded
+        return self.decode(decoded)
+
+    def decode(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """A new dict of ``values`` with the serde's tags decoded: what :meth:`loads` returns for
+        the JSON object ``values`` was parsed from. Values that are not JSON dicts or lists are
+        passed through as they are. SerializationError for a malformed tag, as in ``loads``."""
         result: dict[str, Any] = {}
-        for key, value in decoded.items():  # the state's own keys are never tags
+        for key, value in values.items():  # the state's own keys are never tags
             try:
                 result[key] = _untag(value, self)
             except _Malformed as exc:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
+
+if TYPE_CHECKING:
+    from burr_async.serde import OrjsonSerde
 
 __all__ = ["State"]
 
@@ -66,6 +69,28 @@ class State(Mapping[str, Any]):
     def get_all(self) -> dict[str, Any]:
         """A new dict with every key and value (a shallow copy)."""
         return dict(self._data)
+
+    def serialize(self, *, serde: OrjsonSerde | None = None) -> dict[str, Any]:
+        """The state as a JSON-able dict (only dicts, lists, strings, numbers, booleans and None),
+        encoded as ``serde`` (default ``OrjsonSerde()``) stores it: a value JSON cannot hold is
+        a tagged dict. What a Burr persister calls (``json.dumps(state.serialize())``);
+        :meth:`deserialize` is the inverse. SerializationError, naming the key, for a value the
+        serde does not write."""
+        import orjson
+
+        from burr_async.serde import OrjsonSerde
+
+        encoded: dict[str, Any] = orjson.loads((serde or OrjsonSerde()).dumps(self))
+        return encoded
+
+    @classmethod
+    def deserialize(cls, data: Mapping[str, Any], *, serde: OrjsonSerde | None = None) -> State:
+        """The state :meth:`serialize` produced ``data`` from: the serde's tags in it are decoded,
+        other values are kept as they are. SerializationError, naming the key, for a malformed
+        tag."""
+        from burr_async.serde import OrjsonSerde
+
+        return cls._wrap((serde or OrjsonSerde()).decode(data))
 
     @overload
     def get(self, key: str, /) -> Any: ...

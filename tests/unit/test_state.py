@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import json
 from collections.abc import Mapping
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from burr_async import State
+from burr_async import SerializationError, State
 
 KEYS = st.text(alphabet="abcdefgh", min_size=1, max_size=3)
 SCALARS = st.one_of(st.integers(), st.text(max_size=5), st.booleans(), st.none())
@@ -285,3 +287,33 @@ def test_wipe_delete_and_keep_partition_the_state(data: dict[str, object], keys:
     assert {**deleted, **kept} == data
     assert set(kept) == keys & set(data)
     assert state.subset(*keys).get_all() == kept
+
+
+# -- serialize / deserialize (what a Burr persister calls) --------------------------------------
+
+
+def test_serialize_is_json_able_and_deserialize_is_its_inverse() -> None:
+    state = State(
+        {
+            "when": dt.datetime(2024, 1, 2, tzinfo=dt.UTC),
+            "tags": {"a", "b"},
+            "raw": b"\x00\x01",
+            "nested": [{"__burr_async__": "a user dict using the tag key"}],
+            "n": 1,
+        }
+    )
+    data = state.serialize()
+    assert json.loads(json.dumps(data)) == data  # plain JSON values only
+    assert State.deserialize(json.loads(json.dumps(data))) == state
+
+
+def test_deserialize_keeps_values_that_are_not_tags() -> None:
+    when = dt.datetime(2024, 1, 2)
+    assert State.deserialize({"when": when, "pair": (1, 2)}) == {"when": when, "pair": (1, 2)}
+
+
+def test_serialize_and_deserialize_report_bad_values_by_key() -> None:
+    with pytest.raises(SerializationError, match="'obj'"):
+        State({"obj": object()}).serialize()
+    with pytest.raises(SerializationError, match="'bad'"):
+        State.deserialize({"bad": {"__burr_async__": "nonsense", "value": 1}})
