@@ -46,13 +46,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from burr_async.application import Application
 from burr_async.builder import ApplicationBuilder
-from burr_async.errors import BurrAsyncError, PersistenceError, SchemaOutOfDateError
+from burr_async.errors import (
+    BurrAsyncError,
+    PersistenceError,
+    SchemaAheadError,
+    SchemaOutOfDateError,
+)
 from burr_async.graph import Graph
 from burr_async.persistence import migrate
 from burr_async.persistence._dialect import dialect_class
 from burr_async.persistence.base import PersistedStateData, Status
 from burr_async.persistence.engine import DEFAULT_DATABASE_URL, create_engine, normalize_url
-from burr_async.persistence.models import DEFAULT_TABLE_NAME, HEAD_REVISION, validate_identifier
+from burr_async.persistence.models import (
+    DEFAULT_TABLE_NAME,
+    HEAD_REVISION,
+    schema_status,
+    validate_identifier,
+)
 from burr_async.persistence.sqlalchemy import SQLAlchemyPersister
 from burr_async.serde import OrjsonSerde
 
@@ -200,6 +210,8 @@ def _first_line(value: object) -> str:
 def _message(exc: BaseException, settings: Settings | None) -> str:
     """The one-line message for an expected failure."""
     url = f" ({settings.display_url()})" if settings else ""
+    if isinstance(exc, SchemaAheadError):
+        return f"{_first_line(exc)}{url}"
     if isinstance(exc, SchemaOutOfDateError):
         state = "is not provisioned" if exc.found is None else f"is at revision {exc.found!r}"
         run = settings.upgrade_command() if settings else "burr-async db upgrade"
@@ -408,9 +420,14 @@ def check(settings: Settings) -> None:
     """Exit 0 when the table is at the revision this burr_async needs; else 1, naming the
     command to run."""
     found = None if settings.missing_sqlite_file() else _migrate(settings)
-    if found != HEAD_REVISION:
+    status = schema_status(found)
+    if status == "ahead":
+        assert found is not None
+        raise SchemaAheadError(settings.table, found, HEAD_REVISION)
+    if status not in ("current", "compatible"):
         raise SchemaOutOfDateError(settings.table, found, HEAD_REVISION, "")
-    click.echo(_printable(f"table {settings.table!r} is at revision {found} (head)"))
+    note = "head" if status == "current" else f"newer than {HEAD_REVISION}, and compatible"
+    click.echo(_printable(f"table {settings.table!r} is at revision {found} ({note})"))
 
 
 # -- reading ----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -15,7 +16,9 @@ __all__ = [
     "HEAD_REVISION",
     "KEY_COLUMNS",
     "KNOWN_REVISIONS",
+    "SchemaStatus",
     "build_table",
+    "schema_status",
     "validate_identifier",
     "version_table_name",
 ]
@@ -27,6 +30,39 @@ the test suite)."""
 KNOWN_REVISIONS = ("0001",)
 """Every revision of this package's scripts, oldest first: a database at one of them is behind
 or current; at any other it was migrated by a newer burr_async."""
+
+SchemaStatus = Literal["missing", "behind", "current", "compatible", "ahead"]
+
+_REVISION = re.compile(r"(\d{4})(?:-(\d{4}))?")
+
+
+def schema_status(found: str | None) -> SchemaStatus:
+    """What a table at revision ``found`` means to this package (the rolling-deploy rule of
+    ``docs/deployment.md``):
+
+    - ``missing``: not provisioned; ``behind``: an older revision of this package's scripts
+      (run ``db upgrade``); ``current``: :data:`HEAD_REVISION`;
+    - ``compatible``: a newer revision that this package's code still runs on. A migration
+      says so in its id, ``NNNN-MMMM``: revision ``NNNN``, and ``MMMM`` the oldest revision whose
+      code can run on it (an additive change: a nullable column, an index);
+    - ``ahead``: any other revision, migrated by a newer burr_async that this code cannot run
+      on (upgrade the package).
+
+    The stored revision is only compared with this package's own numbers: nothing read from
+    the database chooses code to run."""
+    if found is None:
+        return "missing"
+    if found == HEAD_REVISION:
+        return "current"
+    if found in KNOWN_REVISIONS:
+        return "behind"
+    parsed = _REVISION.fullmatch(found)
+    if parsed is not None and parsed.group(2) is not None:
+        runs_from = int(parsed.group(2))
+        if int(parsed.group(1)) > int(HEAD_REVISION) >= runs_from:
+            return "compatible"
+    return "ahead"
+
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",

@@ -36,8 +36,8 @@ from burr_async.persistence.engine import SQLiteSynchronous, create_engine
 from burr_async.persistence.models import (
     DEFAULT_TABLE_NAME,
     HEAD_REVISION,
-    KNOWN_REVISIONS,
     build_table,
+    schema_status,
     version_table_name,
 )
 from burr_async.serde import OrjsonSerde, Serde
@@ -162,9 +162,11 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         self._check_open("initialize")
         with translated(self._errors, "Checking the schema revision"):
             found = await self._revision()
-        if found is not None and found not in KNOWN_REVISIONS:
+        status = schema_status(found)
+        if status == "ahead":
             raise self._out_of_date(found)
-        await migrate.upgrade(self._engine, table_name=self._table_name, schema=self._schema)
+        if status != "compatible":  # a newer, compatible schema is left as it is
+            await migrate.upgrade(self._engine, table_name=self._table_name, schema=self._schema)
         self._schema_checked = False
         await self._check_schema()
 
@@ -185,12 +187,12 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
                 return
             with translated(self._errors, "Checking the schema revision"):
                 found = await self._revision()
-            if found != HEAD_REVISION:
+            if schema_status(found) not in ("current", "compatible"):
                 raise self._out_of_date(found)
             self._schema_checked = True
 
     def _out_of_date(self, found: str | None) -> SchemaOutOfDateError:
-        if found is not None and found not in KNOWN_REVISIONS:
+        if found is not None and schema_status(found) == "ahead":
             return SchemaAheadError(self._qualified_name(), found, HEAD_REVISION)
         return SchemaOutOfDateError(
             self._qualified_name(), found, HEAD_REVISION, self._upgrade_command()

@@ -257,8 +257,9 @@ def create_app(
 
     The database is ``database_url``, else ``$BURR_ASYNC_DATABASE_URL``, else the SQLite file
     ``.burr_async.db``. Nothing touches it until startup: the lifespan then creates the
-    process's one engine, provisions the table (``persister.initialize()``, idempotent) and
-    disposes the engine on shutdown. ``hooks`` (burr_async lifecycle hooks) are added to every
+    process's one engine, provisions the table (``persister.initialize()``, idempotent), and on
+    shutdown closes the persister (the requests under way finish their writes) and then disposes
+    the engine. ``hooks`` (burr_async lifecycle hooks) are added to every
     chat application, for example for tracing.
     """
     url = database_url or os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
@@ -266,8 +267,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(url)
+        persister = SQLAlchemyPersister(engine, table_name=table_name, schema=schema)
         try:
-            persister = SQLAlchemyPersister(engine, table_name=table_name, schema=schema)
             await persister.initialize()
             log.info(
                 "chat service on %s (table %s)",
@@ -277,6 +278,7 @@ def create_app(
             app.state.chats = ChatService(persister, hooks)
             yield
         finally:
+            await persister.aclose()  # its held writer and reader go back to the pool first
             await engine.dispose()
 
     app = FastAPI(

@@ -464,3 +464,17 @@ def test_uvicorn_serves_the_factory(tmp_path: Path) -> None:
     assert "Application shutdown complete" in output
     assert "Traceback" not in output
     assert database.exists()
+
+
+@pytest.mark.anyio
+async def test_shutdown_closes_the_persister_before_the_engine(db: Database) -> None:
+    """The held writer and reader connections go back to the pool before it is disposed."""
+    async with serve(db) as served:
+        chat = await served.create("alice")
+        await served.send("alice", chat, "hello")
+        transport = served.client._transport
+        assert isinstance(transport, httpx.ASGITransport)
+        persister = transport.app.state.chats.persister  # type: ignore[attr-defined]
+        assert not persister.closed
+    assert persister.closed
+    assert persister.engine.pool.checkedout() == 0

@@ -161,3 +161,56 @@ async def test_aclose_waits_for_a_load_under_way(
     loaded = await load
     assert loaded is not None and loaded.state["v"] == 1
     assert persister.engine.pool.checkedout() == 0  # the engine was disposed, nothing held
+
+
+@pytest.mark.parametrize(
+    ("revision", "runs"),
+    [("0002-0001", True), ("0005-0001", True), ("0002", False), ("0002-0002", False)],
+)
+async def test_old_code_runs_on_a_newer_schema_only_when_the_migration_says_it_can(
+    db: Database, revision: str, runs: bool
+) -> None:
+    """The rolling-deploy rule: while old and new pods share a database, the old ones keep
+    working on a migration whose id declares it compatible (``NNNN-MMMM``), and refuse any
+    other newer revision with SchemaAheadError; initialize() never touches a newer schema."""
+    from click.testing import CliRunner
+
+    from burr_async.cli import cli
+
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    engine = db.engine()
+    versions = sa.table(f"{name}_alembic_version", sa.column("version_num"), schema=db.schema)
+    try:
+        await migrate.upgrade(engine, table_name=name, schema=db.schema)
+        async with engine.begin() as conn:
+            await conn.execute(sa.update(versions).values(version_num=revision))
+        async with db.persister(engine, table_name=name) as persister:
+            if runs:
+                await persister.initialize()  # a no-op on a compatible newer schema
+                await persister.save("p", "a", 0, "x", State({"v": 1}), "completed")
+                loaded = await persister.load("p", "a")
+                assert loaded is not None and loaded.state["v"] == 1
+            else:
+                with pytest.raises(SchemaAheadError):
+                    await persister.save("p", "a", 0, "x", State({}), "completed")
+                with pytest.raises(SchemaAheadError):
+                    await persister.initialize()
+        args = ["--url", db.url, "--table-name", name]
+        if db.schema:
+            args += ["--schema", db.schema]
+        checked = await anyio_run_in_thread(lambda: CliRunner().invoke(cli, [*args, "db", "check"]))
+        assert checked.exit_code == (0 if runs else 1), checked.output
+        async with engine.connect() as conn:
+            assert (await conn.execute(sa.select(versions.c.version_num))).scalar() == revision
+        async with engine.begin() as conn:
+            await conn.execute(sa.update(versions).values(version_num=HEAD_REVISION))
+    finally:
+        await migrate.downgrade(engine, "base", table_name=name, schema=db.schema)
+        await engine.dispose()
+
+
+async def anyio_run_in_thread(fn: Any) -> Any:
+    """The CLI runs its own event loop: call it from a worker thread."""
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(fn)
