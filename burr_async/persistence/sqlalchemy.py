@@ -387,10 +387,11 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         connections, and dispose the engine if the persister created it (``from_url``); a
         borrowed engine is left to its owner. Calling it again does nothing more."""
         self._closed = True
-        await self._writer.aclose()
-        if self._owns_engine:
-            self._owns_engine = False
-            await self._engine.dispose()
+        with translated(self._errors, "Closing the persister"):
+            await self._writer.aclose()
+            if self._owns_engine:
+                self._owns_engine = False
+                await self._engine.dispose()
 
 
 _ESCAPED_NUL = b"\\u0000"  # how JSON writes a NUL character inside a string
