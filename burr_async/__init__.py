@@ -21,6 +21,7 @@ from burr_async.builder import ApplicationBuilder
 from burr_async.conditions import Condition, default, expr, when
 from burr_async.errors import (
     ActionError,
+    AppDeletedError,
     ApplicationBusyError,
     BurrAsyncError,
     CommitUnknownError,
@@ -85,6 +86,7 @@ __getattr__, __dir__ = lazy_exports(
 __all__ = [
     "Action",
     "ActionError",
+    "AppDeletedError",
     "AppSummary",
     "Application",
     "ApplicationBuilder",

@@ -17,6 +17,7 @@ name the application, action or key involved, and what to do about it::
     ├── HookError
     ├── SerializationError (also a TypeError)
     └── PersistenceError
+        ├── AppDeletedError
         ├── CommitUnknownError
         ├── ConcurrentStepError
         ├── SchemaOutOfDateError
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 __all__ = [
     "ActionError",
+    "AppDeletedError",
     "ApplicationBusyError",
     "BurrAsyncError",
     "CommitUnknownError",
@@ -241,6 +243,28 @@ class PersistenceError(BurrAsyncError):
         if self.action is None:
             self.action = action
         self.add_note(f"[{describe_step(app_id, partition_key, self.sequence_id, self.action)}]")
+
+
+class AppDeletedError(PersistenceError):
+    """A step was written after the one before it, which is not stored: its app was deleted
+    (``delete_app``, ``delete_partition``, ``expire``) after this application loaded it.
+
+    Nothing was written: a deleted app is not re-created by an application still holding it.
+    To go on, build a new application (``initialize_from`` then starts it afresh).
+    """
+
+    def __init__(
+        self, *, app_id: str, partition_key: str | None, sequence_id: int, action: str
+    ) -> None:
+        super().__init__(
+            f"The step before this one (sequence_id={sequence_id - 1}) is not stored: the app "
+            "was deleted after this application loaded it. Nothing was written; build a new "
+            "application to start it afresh",
+            app_id=app_id,
+            partition_key=partition_key,
+            sequence_id=sequence_id,
+            action=action,
+        )
 
 
 class CommitUnknownError(PersistenceError):

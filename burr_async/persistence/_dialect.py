@@ -118,6 +118,18 @@ class Dialect(ABC):
         """``name`` as a quoted identifier of this database."""
         return self._preparer.quote(name)
 
+    def follows_sql(self, pk: str, app: str, seq: str, parent_seq: str) -> str:
+        """SQL that holds when a row (its columns given as SQL expressions) extends its app's
+        history: the first step, the first step of a fork (copied at its source's sequence id),
+        or the step right after one that is stored. An app deleted while an application still
+        held it therefore takes no more steps from that application."""
+        q = self.quote
+        return (
+            f"({seq} = 0 OR {seq} = {parent_seq} OR EXISTS (SELECT 1 FROM {self.table_sql} "
+            f"AS prev WHERE prev.{q('partition_key')} = {pk} AND prev.{q('app_uid')} = {app} "
+            f"AND prev.{q('sequence_id')} = {seq} - 1))"
+        )
+
     # -- statements ---------------------------------------------------------------------------
     @abstractmethod
     async def insert_one(self, driver: Any, row: RowValues) -> bool:

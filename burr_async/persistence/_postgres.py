@@ -48,24 +48,29 @@ class PostgresDialect(Dialect):
     def __init__(self, engine: AsyncEngine, table: sa.Table) -> None:
         super().__init__(engine, table)
         state = COLUMNS.index("state")
-        placeholders = ", ".join(
-            f"${i}::text::jsonb" if i - 1 == state else f"${i}" for i in range(1, len(COLUMNS) + 1)
-        )
-        self._one_sql = (
-            f"INSERT INTO {self.table_sql} ({self.columns_sql}) VALUES ({placeholders}) "
-            "ON CONFLICT DO NOTHING"
-        )
+        seq, parent_seq = COLUMNS.index("sequence_id"), COLUMNS.index("parent_sequence_id")
         # the state travels as text and becomes JSONB in the server
         types = [
             "text" if name == "state" else column.type.compile(engine.dialect)
             for name, column in zip(COLUMNS, (table.c[c] for c in COLUMNS), strict=True)
         ]
+        params = [f"${i}::{t}" for i, t in enumerate(types, start=1)]
+        selected = ", ".join(f"{p}::jsonb" if i == state else p for i, p in enumerate(params))
+        follows = self.follows_sql(params[0], params[1], params[seq], params[parent_seq])
+        self._one_sql = (
+            f"INSERT INTO {self.table_sql} ({self.columns_sql}) SELECT {selected} "
+            f"WHERE {follows} ON CONFLICT DO NOTHING"
+        )
         arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, start=1))
         aliases = ", ".join(f"c{i}" for i in range(len(COLUMNS)))
-        selected = ", ".join(f"c{i}::jsonb" if i == state else f"c{i}" for i in range(len(COLUMNS)))
+        selected = ", ".join(
+            f"u.c{i}::jsonb" if i == state else f"u.c{i}" for i in range(len(COLUMNS))
+        )
+        follows = self.follows_sql("u.c0", "u.c1", f"u.c{seq}", f"u.c{parent_seq}")
         self._many_sql = (
             f"INSERT INTO {self.table_sql} ({self.columns_sql}) SELECT {selected} FROM "
-            f"unnest({arrays}) AS u({aliases}) ON CONFLICT DO NOTHING RETURNING {self.key_sql}"
+            f"unnest({arrays}) AS u({aliases}) WHERE {follows} "
+            f"ON CONFLICT DO NOTHING RETURNING {self.key_sql}"
         )
 
     async def insert_one(self, driver: Any, row: RowValues) -> bool:

@@ -95,15 +95,24 @@ class SQLiteDialect(Dialect):
         parse = created.result_processor(dialect, None)
         self._parse_created: Callable[[Any], Any] = parse or (lambda value: value)
         self._row_sql = "(" + ", ".join(["?"] * len(COLUMNS)) + ")"
+        # SQLite names the columns of a VALUES list column1, column2, ...
+        values = [f"column{i}" for i in range(1, len(COLUMNS) + 1)]
+        self._selected = ", ".join(values)
+        self._follows = self.follows_sql(
+            values[0],
+            values[1],
+            values[COLUMNS.index("sequence_id")],
+            values[COLUMNS.index("parent_sequence_id")],
+        )
         self._sql_by_size: dict[int, str] = {}
 
     def _insert_sql(self, size: int) -> str:
         sql = self._sql_by_size.get(size)
         if sql is None:
             sql = self._sql_by_size[size] = (
-                f"INSERT INTO {self.table_sql} ({self.columns_sql}) VALUES "
-                + ", ".join([self._row_sql] * size)
-                + f" ON CONFLICT DO NOTHING RETURNING {self.key_sql}"
+                f"INSERT INTO {self.table_sql} ({self.columns_sql}) SELECT {self._selected} "
+                f"FROM (VALUES {', '.join([self._row_sql] * size)}) WHERE {self._follows} "
+                f"ON CONFLICT DO NOTHING RETURNING {self.key_sql}"
             )
         return sql
 

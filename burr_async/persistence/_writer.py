@@ -34,7 +34,7 @@ import anyio
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from burr_async._shield import run_to_completion
-from burr_async.errors import CommitUnknownError, ConcurrentStepError
+from burr_async.errors import AppDeletedError, CommitUnknownError, ConcurrentStepError
 from burr_async.persistence._dialect import KEY, Dialect, Key, RowValues
 
 __all__: list[str] = []
@@ -45,6 +45,10 @@ MAX_BATCH = 200
 SETTLE_DELAYS = (0.0, 0.1, 0.25, 0.5, 1.0)
 """Pauses before each read-back of a write whose outcome is open (about 2 s in all)."""
 _UNSETTLED_LIMIT = 10_000
+
+
+class _NotInserted(Exception):
+    """A row the INSERT skipped: its caller finds out why (see ``_not_inserted``)."""
 
 
 class _Pending:
@@ -142,9 +146,10 @@ class GroupWriter:
         key: Key = values[KEY]
         try:
             await self._group(values)
-        except ConcurrentStepError:
-            if key not in self._unsettled or not await self._is_this_step(values):
-                raise
+        except _NotInserted:
+            await self._not_inserted(values)
+        except ConcurrentStepError:  # a repeat of a step that its batch committed
+            raise
         except Exception as exc:
             if not self.dialect.outcome_unknown(exc):
                 raise
@@ -182,13 +187,22 @@ class GroupWriter:
     async def _stored(self, driver: Any, values: RowValues) -> bool | None:
         return await self.dialect.is_stored(driver, values)
 
-    async def _is_this_step(self, values: RowValues) -> bool:
-        """Whether the step stored at a taken key is the one being written again (an earlier
-        write of it left its outcome open)."""
+    async def _not_inserted(self, values: RowValues) -> None:
+        """The row was not inserted: its key is taken (a conflict, unless it holds this very
+        step after a write of it was left open), or the step before it is not stored."""
         try:
-            return await self._read(self._stored, values) is True
-        except Exception:  # cannot tell: the conflict stands
-            return False
+            stored = await self._read(self._stored, values)
+        except Exception:  # cannot tell: report the likelier conflict
+            stored = False
+        if stored is None:
+            raise AppDeletedError(
+                app_id=values[1],
+                partition_key=values[0] or None,
+                sequence_id=values[2],
+                action=values[KEY.stop],
+            )
+        if not (stored and values[KEY] in self._unsettled):
+            raise self._conflict(values)
 
     async def _group(self, values: RowValues) -> None:
         pending = _Pending(values)
@@ -247,7 +261,7 @@ class GroupWriter:
             return
         for pending in rows:
             key = pending.values[KEY]
-            pending.finish(None if key in inserted else self._conflict(pending.values))
+            pending.finish(None if key in inserted else _NotInserted())
 
     async def _write_alone(self, pending: _Pending) -> None:
         try:
@@ -256,7 +270,7 @@ class GroupWriter:
         except Exception as exc:
             await self._fail([pending], exc)
             return
-        pending.finish(None if ok else self._conflict(pending.values))
+        pending.finish(None if ok else _NotInserted())
 
     async def _writer_connection(self) -> Any:
         driver = await self._held.get()

@@ -15,7 +15,9 @@ from burr_async import ConcurrentStepError, PersistenceError, SQLAlchemyPersiste
 
 pytestmark = pytest.mark.anyio
 
-# (app, sequence_id, valid): an invalid write breaks the table's CHECK on status
+# (app, step, valid): an invalid write breaks the table's CHECK on status. Each (app, step) is
+# the first step of its own app (sequence_id 0), since a step is stored only after the one
+# before it.
 writes = st.lists(
     st.tuples(st.integers(0, 2), st.integers(0, 2), st.booleans()), min_size=1, max_size=25
 )
@@ -37,8 +39,8 @@ async def test_concurrent_saves_settle_like_the_model(
         try:
             await persister.save(
                 partition,
-                f"app-{app}",
-                seq,
+                f"app-{app}-{seq}",
+                0,
                 "a",
                 State({"by": index}),
                 "completed" if valid else "bogus",
@@ -55,7 +57,7 @@ async def test_concurrent_saves_settle_like_the_model(
         mine = [i for i, (a, s, _) in enumerate(ops) if (a, s) == (app, seq)]
         valid = [i for i in mine if ops[i][2]]
         winners = [i for i in mine if outcomes[i] is None]
-        stored = await persister.load(partition, f"app-{app}", seq)
+        stored = await persister.load(partition, f"app-{app}-{seq}", 0)
         if not valid:  # only refused writes: nothing stored, nobody told they won
             assert winners == []
             assert stored is None
