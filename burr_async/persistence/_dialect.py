@@ -108,7 +108,11 @@ class Dialect(ABC):
         self._latest = _Compiled(steps.order_by(t.c.sequence_id.desc()).limit(1), engine.dialect)
         at_seq = t.c.sequence_id == sa.bindparam("seq", type_=sa.Integer)
         self._step = _Compiled(steps.where(at_seq), engine.dialect)
-        self._history = _Compiled(steps.order_by(t.c.sequence_id), engine.dialect)
+        after = t.c.sequence_id > sa.bindparam("after", type_=sa.Integer)
+        page = steps.where(after).order_by(t.c.sequence_id)
+        self._history = _Compiled(
+            page.limit(sa.bindparam("limit", type_=sa.Integer)), engine.dialect
+        )
         same = sa.select(
             *(t.c[COLUMNS[i]] for i in _SAME_STEP), self.same_state().label("same_state")
         ).where(*where, at_seq)
@@ -149,11 +153,14 @@ class Dialect(ABC):
         """Every row of a query, each as a sequence."""
 
     async def fetch_history(
-        self, driver: Any, partition_key: str, app_id: str
+        self, driver: Any, partition_key: str, app_id: str, after: int, limit: int
     ) -> list[Sequence[Any]]:
-        """The stored columns of every step of an app, oldest first (as :meth:`fetch_step`)."""
+        """The stored columns (as :meth:`fetch_step`) of an app's steps after sequence id
+        ``after``, oldest first, at most ``limit`` of them."""
         query = self._history
-        return await self.fetch_all(driver, query.sql, query.args(pk=partition_key, app=app_id))
+        return await self.fetch_all(
+            driver, query.sql, query.args(pk=partition_key, app=app_id, after=after, limit=limit)
+        )
 
     async def fetch_step(
         self, driver: Any, partition_key: str, app_id: str, sequence_id: int | None

@@ -300,9 +300,11 @@ class GroupWriter:
         """A step's stored columns (see :meth:`Dialect.fetch_step`)."""
         return await self._read(self.dialect.fetch_step, partition_key, app_id, sequence_id)
 
-    async def read_history(self, partition_key: str, app_id: str) -> list[Sequence[Any]]:
-        """Every step's stored columns, oldest first."""
-        return await self._read(self.dialect.fetch_history, partition_key, app_id)
+    async def read_history(
+        self, partition_key: str, app_id: str, after: int, limit: int
+    ) -> list[Sequence[Any]]:
+        """The stored columns of the steps after ``after``, oldest first, at most ``limit``."""
+        return await self._read(self.dialect.fetch_history, partition_key, app_id, after, limit)
 
     async def _read(self, query: Callable[..., Awaitable[T]], *args: Any) -> T:
         """``query(driver, *args)`` on the held reader connection, or on a connection from the

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from burr_async.errors import InvalidIdentifierError
+from burr_async.errors import ConfigurationError, InvalidIdentifierError
 from burr_async.state import State
 
 __all__ = [
@@ -50,6 +50,26 @@ def _check_ids(app_id: object, partition_key: object) -> None:
     """:func:`_check_id` for a step's ``app_id`` and ``partition_key``."""
     _check_id("app_id", app_id)
     _check_id("partition_key", partition_key, optional=True)
+
+
+def _check_keep_last(keep_last: object) -> int:
+    """``keep_last`` if it is a whole number of at least 1, else ConfigurationError."""
+    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
+        raise ConfigurationError(
+            f"keep_last must be a whole number of steps, at least 1 (the latest step always "
+            f"stays), not {keep_last!r}."
+        )
+    return keep_last
+
+
+def _cutoff(idle_for: object) -> dt.datetime:
+    """The time before which an app's latest step makes it idle; ConfigurationError unless
+    ``idle_for`` is a ``timedelta`` of zero or more."""
+    if not isinstance(idle_for, dt.timedelta) or idle_for < dt.timedelta(0):
+        raise ConfigurationError(
+            f"idle_for must be a datetime.timedelta of zero or more, not {idle_for!r}."
+        )
+    return dt.datetime.now(dt.UTC) - idle_for
 
 
 @dataclass(frozen=True, slots=True)

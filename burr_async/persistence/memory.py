@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from burr_async.errors import ConcurrentStepError, PersistenceError
+from burr_async.errors import (
+    AppDeletedError,
+    ConcurrentStepError,
+    PersistenceError,
+)
 from burr_async.persistence.base import (
     AppSummary,
     AsyncBaseStatePersister,
@@ -12,6 +16,8 @@ from burr_async.persistence.base import (
     PersistedStateData,
     Status,
     _check_ids,
+    _check_keep_last,
+    _cutoff,
 )
 from burr_async.serde import OrjsonSerde, Serde
 from burr_async.state import State
@@ -69,6 +75,11 @@ class InMemoryPersister(AsyncBaseStatePersister):
             raise ConcurrentStepError(
                 app_id=app_id, partition_key=partition_key, sequence_id=sequence_id, action=position
             )
+        first = sequence_id == 0 or (parent is not None and parent.sequence_id == sequence_id)
+        if not first and sequence_id - 1 not in steps:
+            raise AppDeletedError(
+                app_id=app_id, partition_key=partition_key, sequence_id=sequence_id, action=position
+            )
         steps[sequence_id] = (
             sequence_id,
             position,
@@ -113,9 +124,15 @@ class InMemoryPersister(AsyncBaseStatePersister):
         return list(reversed(self._order.get(partition_key or "", {})))
 
     async def list_apps(
-        self, partition_key: str | None = None, *, all_partitions: bool = False, limit: int = 100
+        self,
+        partition_key: str | None = None,
+        *,
+        all_partitions: bool = False,
+        limit: int = 100,
+        after: AppSummary | None = None,
+        status: Status | None = None,
     ) -> list[AppSummary]:
-        """The latest step of each app, most recently updated first (as
+        """The latest step of each app, most recently updated first, a page at a time (as
         :meth:`SQLAlchemyPersister.list_apps <burr_async.SQLAlchemyPersister.list_apps>`)."""
         self._check_open("list_apps")
         partitions = list(self._order) if all_partitions else [partition_key or ""]
@@ -123,14 +140,94 @@ class InMemoryPersister(AsyncBaseStatePersister):
         for pk in partitions:
             for app_id in self._order.get(pk, {}):
                 steps = self._rows[(pk, app_id)]
-                seq, position, _, status, _, _, created_at = steps[max(steps)]
-                summaries.append(AppSummary(pk or None, app_id, seq, position, status, created_at))
-        summaries.sort(key=lambda s: s.app_id)
+                seq, position, _, latest, _, _, created_at = steps[max(steps)]
+                if status is None or latest == status:
+                    summaries.append(
+                        AppSummary(pk or None, app_id, seq, position, latest, created_at)
+                    )
+        summaries.sort(key=lambda s: (s.partition_key or "", s.app_id))
         summaries.sort(key=lambda s: s.updated_at, reverse=True)
+        if after is not None:
+            cursor = (after.partition_key or "", after.app_id)
+            summaries = [
+                s
+                for s in summaries
+                if s.updated_at < after.updated_at
+                or (s.updated_at == after.updated_at and (s.partition_key or "", s.app_id) > cursor)
+            ]
         return summaries[:limit]
 
-    async def history(self, partition_key: str | None, app_id: str) -> list[PersistedStateData]:
+    async def history(
+        self,
+        partition_key: str | None,
+        app_id: str,
+        *,
+        after_sequence_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[PersistedStateData]:
         self._check_open("history")
+        _check_ids(app_id, partition_key)
         pk = partition_key or ""
         steps = self._rows.get((pk, app_id), {})
-        return [self._data(pk, app_id, steps[seq]) for seq in sorted(steps)]
+        after = -1 if after_sequence_id is None else after_sequence_id
+        chosen = [seq for seq in sorted(steps) if seq > after][:limit]
+        return [self._data(pk, app_id, steps[seq]) for seq in chosen]
+
+    # -- bounded storage (as SQLAlchemyPersister's) ----------------------------------------------
+    def _forget(self, pk: str, app_id: str) -> int:
+        removed = len(self._rows.pop((pk, app_id), {}))
+        apps = self._order.get(pk, {})
+        apps.pop(app_id, None)
+        if not apps:
+            self._order.pop(pk, None)
+        return removed
+
+    async def delete_app(self, partition_key: str | None, app_id: str) -> int:
+        """Delete every step of the app; the number removed."""
+        self._check_open("delete_app")
+        _check_ids(app_id, partition_key)
+        return self._forget(partition_key or "", app_id)
+
+    async def delete_partition(self, partition_key: str | None) -> int:
+        """Delete every app of the partition; the number of steps removed."""
+        self._check_open("delete_partition")
+        pk = partition_key or ""
+        return sum(self._forget(pk, app_id) for app_id in list(self._order.get(pk, {})))
+
+    async def prune(self, partition_key: str | None, app_id: str, *, keep_last: int) -> int:
+        """Delete all but the last ``keep_last`` steps of the app; the number removed."""
+        self._check_open("prune")
+        _check_ids(app_id, partition_key)
+        keep = _check_keep_last(keep_last)
+        steps = self._rows.get((partition_key or "", app_id), {})
+        if not steps:
+            return 0
+        old = [seq for seq in steps if seq <= max(steps) - keep]
+        for seq in old:
+            del steps[seq]
+        return len(old)
+
+    async def prune_all(self, *, keep_last: int, partition_key: str | None = None) -> int:
+        """:meth:`prune` every app (of ``partition_key`` when given); the number removed."""
+        _check_keep_last(keep_last)
+        removed = 0
+        for pk, app_id in list(self._rows):
+            if partition_key is None or pk == partition_key:
+                removed += await self.prune(pk or None, app_id, keep_last=keep_last)
+        return removed
+
+    async def expire(self, *, idle_for: dt.timedelta, partition_key: str | None = None) -> int:
+        """Delete whole apps whose latest step is older than ``idle_for``; the number of apps
+        removed."""
+        self._check_open("expire")
+        cutoff = _cutoff(idle_for)
+        idle = [
+            (pk, app_id)
+            for (pk, app_id), steps in self._rows.items()
+            if (partition_key is None or pk == partition_key)
+            and steps
+            and max(row[6] for row in steps.values()) < cutoff
+        ]
+        for pk, app_id in idle:
+            self._forget(pk, app_id)
+        return len(idle)

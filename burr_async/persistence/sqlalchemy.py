@@ -21,6 +21,7 @@ from burr_async.errors import (
     SerializationError,
     quote,
 )
+from burr_async.persistence import _retention
 from burr_async.persistence._dialect import as_utc, dialect_for
 from burr_async.persistence._errors import ErrorContext, translated
 from burr_async.persistence._writer import GroupWriter
@@ -30,7 +31,10 @@ from burr_async.persistence.base import (
     ParentPointer,
     PersistedStateData,
     Status,
+    _check_id,
     _check_ids,
+    _check_keep_last,
+    _cutoff,
 )
 from burr_async.persistence.engine import SQLiteSynchronous, create_engine
 from burr_async.persistence.models import (
@@ -299,10 +303,19 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             record = await self._writer.read_step(partition_key or "", app_id, sequence_id)
             return None if record is None else self._to_data(partition_key, app_id, record)
 
-    async def history(self, partition_key: str | None, app_id: str) -> list[PersistedStateData]:
-        """Every step of the app, oldest first."""
+    async def history(
+        self,
+        partition_key: str | None,
+        app_id: str,
+        *,
+        after_sequence_id: int | None = None,
+        limit: int | None = None,
+    ) -> list[PersistedStateData]:
+        """The app's steps, oldest first: every one, or a page of at most ``limit`` after
+        ``after_sequence_id`` (pass the last one's ``sequence_id`` for the next page)."""
         self._check_open("history")
         _check_ids(app_id, partition_key)
+        after, most = _page(after_sequence_id, limit)
         with translated(
             self._errors,
             f"Reading the history of app {quote(app_id)}",
@@ -311,7 +324,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         ):
             if not self._schema_checked:
                 await self._check_schema()
-            records = await self._writer.read_history(partition_key or "", app_id)
+            records = await self._writer.read_history(partition_key or "", app_id, after, most)
             return [self._to_data(partition_key, app_id, record) for record in records]
 
     async def _select(self, statement: sa.Select[Any], what: str) -> Sequence[sa.Row[Any]]:
@@ -336,37 +349,27 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         return [row.app_uid for row in rows]
 
     async def list_apps(
-        self, partition_key: str | None = None, *, all_partitions: bool = False, limit: int = 100
+        self,
+        partition_key: str | None = None,
+        *,
+        all_partitions: bool = False,
+        limit: int = 100,
+        after: AppSummary | None = None,
+        status: Status | None = None,
     ) -> list[AppSummary]:
         """The latest step of each app, most recently updated first: of ``partition_key``, or
-        of every partition with ``all_partitions=True``."""
+        of every partition with ``all_partitions=True``; only those whose latest step has
+        ``status`` when given. A page: pass its last item as ``after`` for the next one (a
+        keyset cursor). While steps are written, an app untouched meanwhile is listed exactly
+        once over the pages; an app that took a step moved to the top (no duplicate)."""
         self._check_open("list_apps")
-        t = self._table
-        latest = sa.select(
-            t.c.partition_key, t.c.app_uid, sa.func.max(t.c.sequence_id).label("sequence_id")
-        ).group_by(t.c.partition_key, t.c.app_uid)
-        if not all_partitions:
-            latest = latest.where(t.c.partition_key == (partition_key or ""))
-        sub = latest.subquery()
-        query = (
-            sa.select(
-                t.c.partition_key,
-                t.c.app_uid,
-                t.c.sequence_id,
-                t.c.position,
-                t.c.status,
-                t.c.created_at,
-            )
-            .join(
-                sub,
-                sa.and_(
-                    t.c.partition_key == sub.c.partition_key,
-                    t.c.app_uid == sub.c.app_uid,
-                    t.c.sequence_id == sub.c.sequence_id,
-                ),
-            )
-            .order_by(t.c.created_at.desc(), t.c.app_uid)
-            .limit(limit)
+        query = _retention.apps_page(
+            self._table,
+            partition_key,
+            all_partitions=all_partitions,
+            limit=limit,
+            after=after,
+            status=status,
         )
         rows = await self._select(query, "Listing apps")
         return [
@@ -381,6 +384,91 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             for row in rows
         ]
 
+    # -- bounded storage ----------------------------------------------------------------------
+    async def _delete(self, statement: sa.Delete, what: str, **ids: Any) -> int:
+        with translated(self._errors, what, **ids):
+            if not self._schema_checked:
+                await self._check_schema()
+            async with self._autocommit.connect() as conn:
+                result = await conn.execute(statement)
+                return max(result.rowcount, 0)
+
+    async def _delete_batched(self, where: sa.ColumnElement[bool], what: str, **ids: Any) -> int:
+        removed = 0
+        while True:
+            count = await self._delete(_retention.delete_batch(self._table, where), what, **ids)
+            removed += count
+            if count < _retention.BATCH_ROWS:
+                return removed
+
+    async def delete_app(self, partition_key: str | None, app_id: str) -> int:
+        """Delete every step of the app in one transaction; the number of steps removed (0 for
+        an unknown app). An application object still holding the app fails its next step with
+        :class:`~burr_async.errors.AppDeletedError` and writes nothing."""
+        self._check_open("delete_app")
+        _check_ids(app_id, partition_key)
+        where = _retention.app_rows(self._table, partition_key or "", app_id)
+        return await self._delete(
+            sa.delete(self._table).where(where),
+            f"Deleting app {quote(app_id)}",
+            app_id=app_id,
+            partition_key=partition_key,
+        )
+
+    async def delete_partition(self, partition_key: str | None) -> int:
+        """Delete every app of the partition, in bounded batches; the number of steps
+        removed."""
+        self._check_open("delete_partition")
+        _check_id("partition_key", partition_key, optional=True)
+        where = self._table.c.partition_key == (partition_key or "")
+        return await self._delete_batched(where, f"Deleting partition {quote(partition_key)}")
+
+    async def prune(self, partition_key: str | None, app_id: str, *, keep_last: int) -> int:
+        """Delete all but the last ``keep_last`` (at least 1) steps of the app; the number of
+        steps removed. Resuming and forking from a kept step work as before; loading a pruned
+        step finds nothing."""
+        self._check_open("prune")
+        _check_ids(app_id, partition_key)
+        keep = _check_keep_last(keep_last)
+        where = _retention.pruned_rows(self._table, keep, partition_key or "", app_id)
+        return await self._delete_batched(
+            where, f"Pruning app {quote(app_id)}", app_id=app_id, partition_key=partition_key
+        )
+
+    async def prune_all(self, *, keep_last: int, partition_key: str | None = None) -> int:
+        """:meth:`prune` every app (of ``partition_key`` when given, else of every partition);
+        the number of steps removed."""
+        self._check_open("prune_all")
+        _check_id("partition_key", partition_key, optional=True)
+        keep = _check_keep_last(keep_last)
+        where = _retention.pruned_rows(self._table, keep, partition_key)
+        return await self._delete_batched(where, "Pruning apps")
+
+    async def expire(self, *, idle_for: dt.timedelta, partition_key: str | None = None) -> int:
+        """Delete whole apps (of ``partition_key`` when given) whose latest step is older than
+        ``idle_for``; the number of apps removed. An app that takes a step while this runs is
+        no longer idle and is spared."""
+        self._check_open("expire")
+        _check_id("partition_key", partition_key, optional=True)
+        cutoff = _cutoff(idle_for)
+        t = self._table
+        found = await self._select(
+            _retention.idle_apps(t, cutoff, partition_key), "Finding idle apps"
+        )
+        idle = {(row.partition_key, row.app_uid) for row in found}
+        if not idle:
+            return 0
+        await self._delete_batched(
+            _retention.idle_rows(t, cutoff, partition_key), "Expiring idle apps"
+        )
+        left = await self._select(
+            sa.select(t.c.partition_key, t.c.app_uid)
+            .where(sa.tuple_(t.c.partition_key, t.c.app_uid).in_(list(idle)))
+            .distinct(),
+            "Counting expired apps",
+        )
+        return len(idle) - len(left)
+
     # -- lifecycle ----------------------------------------------------------------------------
     async def aclose(self) -> None:
         """Refuse new calls, let the writes and loads under way finish, return the held
@@ -392,6 +480,22 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             if self._owns_engine:
                 self._owns_engine = False
                 await self._engine.dispose()
+
+
+_ALL = 2**31 - 1  # no limit: more steps than a sequence id can number
+
+
+def _page(after_sequence_id: int | None, limit: int | None) -> tuple[int, int]:
+    """``(after, limit)`` for a history query; ConfigurationError for a bad page."""
+    if after_sequence_id is not None and (
+        isinstance(after_sequence_id, bool) or not isinstance(after_sequence_id, int)
+    ):
+        raise ConfigurationError(f"after_sequence_id must be an int, not {after_sequence_id!r}.")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ConfigurationError(f"limit must be a whole number of steps, not {limit!r}.")
+    return (-1 if after_sequence_id is None else after_sequence_id), (
+        _ALL if limit is None else min(limit, _ALL)
+    )
 
 
 _ESCAPED_NUL = b"\\u0000"  # how JSON writes a NUL character inside a string
