@@ -307,7 +307,14 @@ class ApplicationBuilder:
 
     async def _load(self, init: _Initializer, app_id: str) -> PersistedStateData | None:
         if init.fork_from_app_id is None:
-            return await init.loader.load(self._partition_key, app_id, self._sequence_id)
+            loaded = await init.loader.load(self._partition_key, app_id, self._sequence_id)
+            if loaded is None and self._sequence_id is not None:
+                raise StateNotFoundError(
+                    f"App {app_id!r} (partition_key={self._partition_key!r}) has no stored step "
+                    f"{self._sequence_id} to load (never written, or pruned). Choose a stored "
+                    "step (persister.history lists them) or drop sequence_id to load the latest."
+                )
+            return loaded
         if init.fork_from_app_id == app_id:
             raise ConfigurationError(
                 f"Cannot fork app {app_id!r} into itself: give the new app another id with "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -70,3 +71,24 @@ async def persister(db: Database) -> AsyncIterator[SQLAlchemyPersister]:
     """A persister owning its engine, on each backend in turn; closed after the test."""
     async with db.persister() as p:
         yield p
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+def persister_backend(request: pytest.FixtureRequest) -> Database | None:
+    """None for the in-memory persister, else the provisioned database of a backend."""
+    if request.param == "memory":
+        return None
+    return request.getfixturevalue(f"{request.param}_db")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def every_persister(persister_backend: Database | None) -> AsyncIterator[Any]:
+    """Each persister in turn (in memory, SQLite, Postgres), closed after the test: for the
+    contract they all keep."""
+    from burr_async import InMemoryPersister
+
+    persister: Any = (
+        InMemoryPersister() if persister_backend is None else persister_backend.persister()
+    )
+    async with persister:
+        yield persister

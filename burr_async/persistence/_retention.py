@@ -27,13 +27,13 @@ def _key(t: sa.Table) -> Any:
     return sa.tuple_(t.c.partition_key, t.c.app_uid, t.c.sequence_id)
 
 
-def delete_batch(t: sa.Table, where: sa.ColumnElement[bool], limit: int = BATCH_ROWS) -> sa.Delete:
-    """DELETE of at most ``limit`` rows matching ``where``, the oldest steps first."""
+def delete_batch(t: sa.Table, where: sa.ColumnElement[bool]) -> sa.Delete:
+    """DELETE of at most :data:`BATCH_ROWS` rows matching ``where``, the oldest steps first."""
     chosen = (
         sa.select(t.c.partition_key, t.c.app_uid, t.c.sequence_id)
         .where(where)
         .order_by(t.c.sequence_id)
-        .limit(limit)
+        .limit(BATCH_ROWS)
     )
     return sa.delete(t).where(_key(t).in_(chosen))
 
