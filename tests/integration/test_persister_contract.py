@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from burr_async import (
     ConcurrentStepError,
-    InMemoryPersister,
     ParentPointer,
     PersistenceError,
     SerializationError,
     State,
 )
-from tests.databases import Database
 
 pytestmark = pytest.mark.anyio
 
@@ -25,20 +22,10 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest) -> Database | None:
-    """None for the in-memory persister, else the provisioned database of a backend."""
-    if request.param == "memory":
-        return None
-    return request.getfixturevalue(f"{request.param}_db")  # type: ignore[no-any-return]
-
-
 @pytest.fixture
-async def any_persister(backend: Database | None) -> AsyncIterator[Any]:
-    """Each persister in turn; closed after the test."""
-    persister: Any = InMemoryPersister() if backend is None else backend.persister()
-    async with persister:
-        yield persister
+def any_persister(every_persister: Any) -> Any:
+    """Each persister in turn: in memory, SQLite, Postgres (see tests/conftest.py)."""
+    return every_persister
 
 
 async def test_save_then_load_the_latest_and_a_chosen_step(any_persister: Any) -> None:
