@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PY     := $(BIN)/python
 
 .DEFAULT_GOAL := help
-.PHONY: help demo test lint typecheck unit docs bench bench-quick clean
+.PHONY: help demo test lint typecheck unit docs bench bench-quick reliability clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ bench: $(VENV)/.installed-dev ## Benchmarks against the raw drivers, Burr and La
 
 bench-quick: $(VENV)/.installed-dev ## Benchmark smoke run (burr_async and raw drivers only)
 	$(PY) -m benchmarks --quick
+
+reliability: $(VENV)/.installed-dev ## Fault suite at full size on SQLite and Postgres (~5 min); writes docs/reliability.md
+	$(PY) -m tests.reliability.runner --report docs/reliability.md
 
 clean: ## Remove the venv, caches and the demo database
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache site .burr_async.db .burr_async.db-wal .burr_async.db-shm
