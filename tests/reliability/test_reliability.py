@@ -134,17 +134,14 @@ async def test_bad_input_is_refused_up_front_or_round_trips(db: Database) -> Non
 
 
 @pytest.mark.postgres
-@pytest.mark.xfail(
-    strict=True,
-    reason="A row Postgres refuses with SQLSTATE 54000 (index row too large: a 10 kB app_id) "
-    "is not a 'row error' (only classes 22/23 are), so the group writer fails every row of "
-    "its batch with it instead of retrying them alone.",
-)
 async def test_a_row_too_large_for_the_index_does_not_sink_its_batch(
     postgres_db: Database,
 ) -> None:
-    counts = await trials.bad_input(postgres_db, 0, seed=7)
+    """A 10 kB app id (too large for Postgres's index) is refused up front, on every backend,
+    so it never reaches a batch to sink the good rows beside it."""
+    counts = await trials.bad_input(postgres_db, 1, seed=7)
     assert counts.extra["collateral"] == 0, counts.notes
+    assert counts.extra["bad_row_refused_up_front"] == 1
 
 
 # -- the trials can fail -----------------------------------------------------------------------
