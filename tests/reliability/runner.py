@@ -54,15 +54,6 @@ SILENT_BUG = (
     '(hours without keepalive). `connect_args={"command_timeout": ...}` bounds it (next '
     "trial). Test: `test_a_silent_connection_cannot_hold_a_step_past_its_callers_timeout`."
 )
-COLLATERAL_BUG = (
-    "On Postgres a row refused with SQLSTATE 54000 (a 10 kB app_id: the primary key's index "
-    "row is too large) fails every row of its group-commit batch, because only classes 22 and "
-    "23 count as a bad row to retry alone: one application's bad id fails other applications' "
-    "steps (cleanly: they are not stored and do not advance). It shows as `collateral` in "
-    "trial 6. Test: `test_a_row_too_large_for_the_index_does_not_sink_its_batch`."
-)
-
-
 TRIALS = {
     t.name: t
     for t in [
@@ -189,7 +180,7 @@ def report(results: dict[str, dict[str, Counts]], seconds: float, seed: int | No
         "",
         *(
             f"- {textwrap.fill(bug, 98, subsequent_indent='  ')}"
-            for bug in (SILENT_BUG, COLLATERAL_BUG)
+            for bug in (SILENT_BUG,)
         ),
         "",
     ]
