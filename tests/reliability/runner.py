@@ -178,10 +178,7 @@ def report(results: dict[str, dict[str, Counts]], seconds: float, seed: int | No
         "Found by this suite, not fixed yet; each has a test marked `xfail(strict=True)` in",
         "`tests/reliability/test_reliability.py` that starts passing (and so failing) once it is.",
         "",
-        *(
-            f"- {textwrap.fill(bug, 98, subsequent_indent='  ')}"
-            for bug in (SILENT_BUG,)
-        ),
+        *(f"- {textwrap.fill(bug, 98, subsequent_indent='  ')}" for bug in (SILENT_BUG,)),
         "",
     ]
     for name, by_backend in results.items():
