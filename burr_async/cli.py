@@ -60,6 +60,7 @@ from burr_async.persistence.engine import DEFAULT_DATABASE_URL, create_engine, n
 from burr_async.persistence.models import (
     DEFAULT_TABLE_NAME,
     HEAD_REVISION,
+    runs_on,
     schema_status,
     validate_identifier,
 )
@@ -417,16 +418,20 @@ def current(settings: Settings) -> None:
 @_table_options
 @click.pass_obj
 def check(settings: Settings) -> None:
-    """Exit 0 when the table is at the revision this burr_async needs; else 1, naming the
-    command to run."""
+    """Exit 0 when this burr_async runs on the table's revision; else 1, naming the command to
+    run."""
     found = None if settings.missing_sqlite_file() else _migrate(settings)
     status = schema_status(found)
     if status == "ahead":
         assert found is not None
         raise SchemaAheadError(settings.table, found, HEAD_REVISION)
-    if status not in ("current", "compatible"):
+    if not runs_on(status):
         raise SchemaOutOfDateError(settings.table, found, HEAD_REVISION, "")
-    note = "head" if status == "current" else f"newer than {HEAD_REVISION}, and compatible"
+    note = {
+        "current": "head",
+        "compatible": f"newer than {HEAD_REVISION}, and compatible",
+        "previous": f"runs, storing full states until 'db upgrade' brings it to {HEAD_REVISION}",
+    }[status]
     click.echo(_printable(f"table {settings.table!r} is at revision {found} ({note})"))
 
 

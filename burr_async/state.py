@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 __all__ = ["State"]
 
 _MISSING: Any = object()
+_GROWN = 3  # extended lists a key's record keeps: enough for a few appends in one step
 
 
 class State(Mapping[str, Any]):
@@ -21,19 +22,35 @@ class State(Mapping[str, Any]):
     them as read-only: replace a value rather than mutating it in place.
     """
 
-    __slots__ = ("_data",)
+    __slots__ = ("__weakref__", "_data", "_grown")
 
     _data: dict[str, Any]
+    _grown: dict[str, tuple[tuple[Any, int], ...]] | None
+    """For each key whose list ``append``/``extend`` made: the lists it extended (the latest
+    first, a few at most) and how many items were added to each. What a persister storing
+    deltas reads to tell an appended list from a new one without comparing their items."""
 
     def __init__(self, initial_values: Mapping[str, Any] | None = None) -> None:
         self._data = dict(initial_values) if initial_values else {}
+        self._grown = None
 
     @classmethod
-    def _wrap(cls, data: dict[str, Any]) -> State:
+    def _wrap(
+        cls, data: dict[str, Any], grown: dict[str, tuple[tuple[Any, int], ...]] | None = None
+    ) -> State:
         """A State over ``data`` without copying it; ``data`` must not be used afterwards."""
         new = cls.__new__(cls)
         new._data = data
+        new._grown = grown
         return new
+
+    def _grown_except(self, keys: Iterable[str]) -> dict[str, tuple[tuple[Any, int], ...]] | None:
+        """What this state records of grown lists, without ``keys`` (their values change)."""
+        if not self._grown:
+            return None
+        changed = set(keys)
+        kept = {k: v for k, v in self._grown.items() if k not in changed}
+        return kept or None
 
     # -- reading ---------------------------------------------------------------------------
     def __getitem__(self, key: str) -> Any:
@@ -103,21 +120,32 @@ class State(Mapping[str, Any]):
     # -- writing: each returns a new State ---------------------------------------------------
     def update(self, **updates: Any) -> State:
         """Set each key to its value."""
-        return State._wrap({**self._data, **updates})
+        return State._wrap({**self._data, **updates}, self._grown_except(updates))
 
     def append(self, **updates: Any) -> State:
         """Append one value to the list at each key (a missing key starts an empty list)."""
-        data = dict(self._data)
-        for key, value in updates.items():
-            data[key] = [*self._sequence(key), value]
-        return State._wrap(data)
+        return self._extended({key: (value,) for key, value in updates.items()})
 
     def extend(self, **updates: Iterable[Any]) -> State:
         """Append every value of an iterable to the list at each key."""
+        return self._extended({key: tuple(values) for key, values in updates.items()})
+
+    def _extended(self, updates: dict[str, tuple[Any, ...]]) -> State:
         data = dict(self._data)
+        grown = dict(self._grown) if self._grown else {}
         for key, values in updates.items():
-            data[key] = [*self._sequence(key), *values]
-        return State._wrap(data)
+            before = self._sequence(key)
+            data[key] = [*before, *values]
+            if key not in self._data:
+                grown.pop(key, None)
+                continue
+            earlier = grown.get(key, ())
+            added = len(values)
+            grown[key] = (
+                (before, added),
+                *((extended, count + added) for extended, count in earlier[: _GROWN - 1]),
+            )
+        return State._wrap(data, grown or None)
 
     def increment(self, **deltas: int | float) -> State:
         """Add ``delta`` to the number at each key (a missing key counts as 0)."""
@@ -130,7 +158,7 @@ class State(Mapping[str, Any]):
                     "not a number."
                 )
             data[key] = current + delta
-        return State._wrap(data)
+        return State._wrap(data, self._grown_except(deltas))
 
     def wipe(self, delete: Iterable[str] | None = None, keep: Iterable[str] | None = None) -> State:
         """Remove the keys in ``delete``, or every key not in ``keep`` (exactly one of the two)."""
@@ -138,13 +166,18 @@ class State(Mapping[str, Any]):
             raise ValueError("State.wipe takes exactly one of delete=[...] or keep=[...].")
         if delete is not None:
             drop = set(delete)
-            return State._wrap({k: v for k, v in self._data.items() if k not in drop})
+            return State._wrap(
+                {k: v for k, v in self._data.items() if k not in drop}, self._grown_except(drop)
+            )
         kept = set(keep or ())
-        return State._wrap({k: v for k, v in self._data.items() if k in kept})
+        return State._wrap(
+            {k: v for k, v in self._data.items() if k in kept},
+            self._grown_except(k for k in self._data if k not in kept),
+        )
 
     def merge(self, other: Mapping[str, Any]) -> State:
         """This state's keys overlaid with ``other``'s (``other`` wins on conflicts)."""
-        return State._wrap({**self._data, **other})
+        return State._wrap({**self._data, **other}, self._grown_except(other))
 
     def subset(self, *keys: str, ignore_missing: bool = True) -> State:
         """A state with only ``keys``; absent keys are skipped unless ``ignore_missing=False``."""

@@ -105,14 +105,45 @@ class Dialect(ABC):
             t.c.app_uid == sa.bindparam("app", type_=sa.Text),
         )
         steps = sa.select(*stored).where(*where)
-        self._latest = _Compiled(steps.order_by(t.c.sequence_id.desc()).limit(1), engine.dialect)
-        at_seq = t.c.sequence_id == sa.bindparam("seq", type_=sa.Integer)
-        self._step = _Compiled(steps.where(at_seq), engine.dialect)
-        after = t.c.sequence_id > sa.bindparam("after", type_=sa.Integer)
-        page = steps.where(after).order_by(t.c.sequence_id)
-        self._history = _Compiled(
-            page.limit(sa.bindparam("limit", type_=sa.Integer)), engine.dialect
+        seq = t.c.sequence_id
+
+        def nearest_full(*bound: sa.ColumnElement[bool]) -> sa.ScalarSelect[Any]:
+            # the latest row holding a full state (within ``bound``): where a rebuild starts
+            return (
+                sa.select(seq)
+                .where(*where, t.c.delta == sa.false(), *bound)
+                .order_by(seq.desc())
+                .limit(1)
+                .scalar_subquery()
+            )
+
+        at = sa.bindparam("seq", type_=sa.Integer)
+        self._latest = _Compiled(
+            steps.where(seq >= sa.func.coalesce(nearest_full(), -1)).order_by(seq),
+            engine.dialect,
         )
+        self._step = _Compiled(
+            steps.where(seq <= at, seq >= sa.func.coalesce(nearest_full(seq <= at), -1)).order_by(
+                seq
+            ),
+            engine.dialect,
+        )
+        after = sa.bindparam("after", type_=sa.Integer)
+        page = (
+            steps.where(seq > after)
+            .order_by(seq)
+            .limit(sa.bindparam("limit", type_=sa.Integer))
+            .subquery()
+        )
+        # the page, and the rows before it that its first state is rebuilt from
+        prefix = steps.where(
+            seq <= after, seq >= sa.func.coalesce(nearest_full(seq <= after + 1), after + 1)
+        )
+        history = sa.union_all(prefix, sa.select(page))
+        self._history = _Compiled(
+            history.order_by(sa.literal_column("sequence_id")), engine.dialect
+        )
+        at_seq = seq == at
         same = sa.select(
             *(t.c[COLUMNS[i]] for i in _SAME_STEP), self.same_state().label("same_state")
         ).where(*where, at_seq)
@@ -156,7 +187,8 @@ class Dialect(ABC):
         self, driver: Any, partition_key: str, app_id: str, after: int, limit: int
     ) -> list[Sequence[Any]]:
         """The stored columns (as :meth:`fetch_step`) of an app's steps after sequence id
-        ``after``, oldest first, at most ``limit`` of them."""
+        ``after``, oldest first, at most ``limit`` of them; preceded, when the first is a
+        delta, by the rows from the full state it is rebuilt from."""
         query = self._history
         return await self.fetch_all(
             driver, query.sql, query.args(pk=partition_key, app=app_id, after=after, limit=limit)
@@ -164,14 +196,16 @@ class Dialect(ABC):
 
     async def fetch_step(
         self, driver: Any, partition_key: str, app_id: str, sequence_id: int | None
-    ) -> Sequence[Any] | None:
+    ) -> list[Sequence[Any]]:
         """The stored columns (:data:`STORED_COLUMNS`, ``state`` as JSON text) of a step,
-        the latest when ``sequence_id`` is None, or None when there is no such step."""
+        the latest when ``sequence_id`` is None, preceded by the rows from the nearest full
+        state at or before it (oldest first: what its state is rebuilt from). When there is
+        no such step, no rows, or rows that end before ``sequence_id``."""
         if sequence_id is None:
             query = self._latest
-            return await self.fetch(driver, query.sql, query.args(pk=partition_key, app=app_id))
+            return await self.fetch_all(driver, query.sql, query.args(pk=partition_key, app=app_id))
         query = self._step
-        return await self.fetch(
+        return await self.fetch_all(
             driver, query.sql, query.args(pk=partition_key, app=app_id, seq=sequence_id)
         )
 

@@ -66,6 +66,36 @@ def pruned_rows(
     return in_older
 
 
+def first_kept_deltas(
+    t: sa.Table, keep_last: int, partition_key: str | None = None, app_id: str | None = None
+) -> sa.Select[tuple[str, str, int]]:
+    """The oldest step that a prune keeping ``keep_last`` keeps, of each app that loses steps
+    to it (of one partition, or one app), where that step is a delta row."""
+    span = sa.select(
+        t.c.partition_key,
+        t.c.app_uid,
+        sa.func.max(t.c.sequence_id).label("last"),
+        sa.func.min(t.c.sequence_id).label("first"),
+    ).group_by(t.c.partition_key, t.c.app_uid)
+    if partition_key is not None:
+        span = span.where(t.c.partition_key == partition_key)
+    if app_id is not None:
+        span = span.where(t.c.app_uid == app_id)
+    apps = span.subquery()
+    return (
+        sa.select(t.c.partition_key, t.c.app_uid, t.c.sequence_id)
+        .join(
+            apps,
+            sa.and_(
+                t.c.partition_key == apps.c.partition_key,
+                t.c.app_uid == apps.c.app_uid,
+                t.c.sequence_id == apps.c["last"] - keep_last + 1,
+            ),
+        )
+        .where(t.c.delta == sa.true(), apps.c["first"] <= apps.c["last"] - keep_last)
+    )
+
+
 def idle_apps(
     t: sa.Table, cutoff: dt.datetime, partition_key: str | None
 ) -> sa.Select[tuple[str, str]]:

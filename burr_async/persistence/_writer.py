@@ -296,8 +296,9 @@ class GroupWriter:
     # -- reading ------------------------------------------------------------------------------
     async def read_step(
         self, partition_key: str, app_id: str, sequence_id: int | None
-    ) -> Sequence[Any] | None:
-        """A step's stored columns (see :meth:`Dialect.fetch_step`)."""
+    ) -> list[Sequence[Any]]:
+        """A step's stored columns, after the rows its state is rebuilt from (see
+        :meth:`Dialect.fetch_step`)."""
         return await self._read(self.dialect.fetch_step, partition_key, app_id, sequence_id)
 
     async def read_history(

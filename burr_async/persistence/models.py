@@ -13,37 +13,56 @@ from burr_async.errors import InvalidIdentifierError
 __all__ = [
     "COLUMNS",
     "DEFAULT_TABLE_NAME",
+    "DELTA_REVISION",
     "HEAD_REVISION",
     "KEY_COLUMNS",
     "KNOWN_REVISIONS",
+    "OLDEST_RUNNABLE",
     "SchemaStatus",
     "build_table",
+    "runs_on",
     "schema_status",
+    "stores_deltas",
     "validate_identifier",
     "version_table_name",
 ]
 
 DEFAULT_TABLE_NAME = "burr_state"
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0003"
 """The migration revision this version of the package expects (checked against the scripts by
 the test suite)."""
-KNOWN_REVISIONS = ("0001",)
-"""Every revision of this package's scripts, oldest first: a database at one of them is behind
-or current; at any other it was migrated by a newer burr_async."""
+KNOWN_REVISIONS = ("0001", "0002_0001", "0003")
+"""Every revision of this package's scripts, oldest first: a database at one of them is behind,
+previous or current; at any other it was migrated by a newer burr_async."""
+OLDEST_RUNNABLE = "0002_0001"
+"""The oldest revision this package's code runs on. Below :data:`DELTA_REVISION` it writes only
+full states, which every older release reads."""
+DELTA_REVISION = "0003"
+"""The revision from which the table may hold delta rows (see ``docs/deployment.md``): releases
+before it refuse a table at this revision, so none of them reads a delta as a state."""
 
-SchemaStatus = Literal["missing", "behind", "current", "compatible", "ahead"]
+SchemaStatus = Literal["missing", "behind", "previous", "current", "compatible", "ahead"]
 
-_REVISION = re.compile(r"(\d{4})(?:-(\d{4}))?")
+_REVISION = re.compile(r"(\d{4})(?:_(\d{4}))?")
 
 
-def schema_status(found: str | None) -> SchemaStatus:
+def schema_status(
+    found: str | None,
+    *,
+    head: str = HEAD_REVISION,
+    known: tuple[str, ...] = KNOWN_REVISIONS,
+    runs_from: str = OLDEST_RUNNABLE,
+) -> SchemaStatus:
     """What a table at revision ``found`` means to this package (the rolling-deploy rule of
-    ``docs/deployment.md``):
+    ``docs/deployment.md``). ``head``, ``known`` and ``runs_from`` default to this package's
+    own revisions; a release's own values tell how that release sees the table.
 
     - ``missing``: not provisioned; ``behind``: an older revision of this package's scripts
-      (run ``db upgrade``); ``current``: :data:`HEAD_REVISION`;
+      that its code does not run on (run ``db upgrade``); ``previous``: an older revision it
+      still runs on, without what the later ones add (:data:`OLDEST_RUNNABLE` and after: the
+      persister writes full states only); ``current``: ``head``;
     - ``compatible``: a newer revision that this package's code still runs on. A migration
-      says so in its id, ``NNNN-MMMM``: revision ``NNNN``, and ``MMMM`` the oldest revision whose
+      says so in its id, ``NNNN_MMMM``: revision ``NNNN``, and ``MMMM`` the oldest revision whose
       code can run on it (an additive change: a nullable column, an index);
     - ``ahead``: any other revision, migrated by a newer burr_async that this code cannot run
       on (upgrade the package).
@@ -52,16 +71,34 @@ def schema_status(found: str | None) -> SchemaStatus:
     the database chooses code to run."""
     if found is None:
         return "missing"
-    if found == HEAD_REVISION:
+    if found == head:
         return "current"
-    if found in KNOWN_REVISIONS:
-        return "behind"
+    if found in known:
+        return "previous" if _number(found) >= _number(runs_from) else "behind"
     parsed = _REVISION.fullmatch(found)
     if parsed is not None and parsed.group(2) is not None:
-        runs_from = int(parsed.group(2))
-        if int(parsed.group(1)) > int(HEAD_REVISION) >= runs_from:
+        oldest = int(parsed.group(2))
+        if int(parsed.group(1)) > _number(head) >= oldest:
             return "compatible"
     return "ahead"
+
+
+def runs_on(status: SchemaStatus) -> bool:
+    """Whether this package's code runs on a table of that status."""
+    return status in ("previous", "current", "compatible")
+
+
+def stores_deltas(found: str | None) -> bool:
+    """Whether a table at revision ``found`` may hold delta rows: at :data:`DELTA_REVISION`
+    or a newer revision this package runs on."""
+    if found is None or schema_status(found) not in ("current", "compatible"):
+        return False
+    return _number(found) >= _number(DELTA_REVISION)
+
+
+def _number(revision: str) -> int:
+    """The revision number ``NNNN`` of a revision id ``NNNN`` or ``NNNN_MMMM``."""
+    return int(revision[:4])
 
 
 NAMING_CONVENTION = {
@@ -95,7 +132,11 @@ def build_table(
     schema: str | None = None,
     metadata: sa.MetaData | None = None,
 ) -> sa.Table:
-    """The step table: one row per step, unique on (partition_key, app_uid, sequence_id)."""
+    """The step table: one row per step, unique on (partition_key, app_uid, sequence_id).
+
+    ``state`` holds the step's full state, as the serde encodes it, when ``delta`` is false.
+    When it is true, it holds what the step changed since the step before it (see
+    :mod:`burr_async.persistence._delta` and ``docs/persistence/index.md``)."""
     validate_identifier(table_name, "table name")
     if schema is not None:
         validate_identifier(schema, "schema")
@@ -114,6 +155,7 @@ def build_table(
         sa.Column("parent_app_uid", sa.Text, nullable=True),
         sa.Column("parent_partition_key", sa.Text, nullable=True),
         sa.Column("parent_sequence_id", sa.Integer, nullable=True),
+        sa.Column("delta", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.PrimaryKeyConstraint("partition_key", "app_uid", "sequence_id"),
         sa.CheckConstraint("status IN ('completed', 'failed')", name="status"),
         sa.Index(None, "partition_key", "created_at"),

@@ -5,8 +5,9 @@ modules (``burr_async/persistence/_sqlite.py`` and ``_postgres.py``)."""
 from __future__ import annotations
 
 import datetime as dt
+import weakref
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import anyio
 import orjson
@@ -21,7 +22,7 @@ from burr_async.errors import (
     SerializationError,
     quote,
 )
-from burr_async.persistence import _retention
+from burr_async.persistence import _delta, _retention
 from burr_async.persistence._dialect import as_utc, dialect_for
 from burr_async.persistence._errors import ErrorContext, translated
 from burr_async.persistence._writer import GroupWriter
@@ -41,13 +42,25 @@ from burr_async.persistence.models import (
     DEFAULT_TABLE_NAME,
     HEAD_REVISION,
     build_table,
+    runs_on,
     schema_status,
+    stores_deltas,
     version_table_name,
 )
 from burr_async.serde import OrjsonSerde, Serde
 from burr_async.state import State
 
-__all__ = ["AppSummary", "PostgreSQLPersister", "SQLAlchemyPersister", "SQLitePersister"]
+__all__ = [
+    "AppSummary",
+    "PostgreSQLPersister",
+    "SQLAlchemyPersister",
+    "SQLitePersister",
+    "Storage",
+]
+
+Storage = Literal["delta", "snapshot"]
+"""How steps are stored: ``delta`` (what each step changed, with a full state every so often)
+or ``snapshot`` (every step's full state)."""
 
 
 class SQLAlchemyPersister(AsyncBaseStatePersister):
@@ -60,6 +73,14 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
     while another is being written joins the next write, so concurrent steps share a commit)
     and one for loads. Other reads, and loads that overlap, check connections out of the pool,
     so give it at least three.
+
+    With ``storage="delta"`` (the default) a step's row holds what the step changed since the
+    step before it, and a full state at least every ``snapshot_every`` steps (or sooner, when
+    the changes since the last full state outweigh it): a chat of n turns stores O(n) bytes,
+    not O(n²). Every read returns full states. ``storage="snapshot"`` stores every step's full
+    state, for those who query states in SQL. Delta rows are written only once the table is at
+    revision 0003 (``docs/deployment.md``), and only with an
+    :class:`~burr_async.serde.OrjsonSerde` (another serde's states are stored whole).
 
     On first use the persister checks that the table is migrated to this package's revision and
     raises :class:`~burr_async.errors.SchemaOutOfDateError` naming the command to run if not.
@@ -74,7 +95,17 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         table_name: str = DEFAULT_TABLE_NAME,
         schema: str | None = None,
         serde: Serde | None = None,
+        storage: Storage = "delta",
+        snapshot_every: int = _delta.DEFAULT_SNAPSHOT_EVERY,
     ) -> None:
+        if storage not in ("delta", "snapshot"):
+            raise ConfigurationError(f"storage must be 'delta' or 'snapshot', not {storage!r}.")
+        if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int):
+            raise ConfigurationError(
+                f"snapshot_every must be a whole number of steps, not {snapshot_every!r}."
+            )
+        if snapshot_every < 1:
+            raise ConfigurationError(f"snapshot_every must be at least 1, not {snapshot_every}.")
         self._table = build_table(table_name, schema)
         self._dialect = dialect_for(engine, self._table)
         if schema is not None and not self._dialect.supports_schema:
@@ -87,6 +118,13 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         self._table_name = table_name
         self._schema = schema
         self._serde = serde or OrjsonSerde()
+        self._storage: Storage = storage
+        self._encoder = (
+            _delta.DeltaEncoder(self._serde, snapshot_every)
+            if storage == "delta" and isinstance(self._serde, OrjsonSerde) and snapshot_every > 1
+            else None
+        )
+        self._deltas = False  # set by the schema check: whether the table takes delta rows
         # every statement of the persister is a single one: no BEGIN/COMMIT round trips
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._writer = GroupWriter(self._autocommit, self._dialect)
@@ -109,6 +147,8 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         table_name: str = DEFAULT_TABLE_NAME,
         schema: str | None = None,
         serde: Serde | None = None,
+        storage: Storage = "delta",
+        snapshot_every: int = _delta.DEFAULT_SNAPSHOT_EVERY,
         sqlite_synchronous: SQLiteSynchronous = "FULL",
         **engine_kwargs: Any,
     ) -> SQLAlchemyPersister:
@@ -116,7 +156,14 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         get their async drivers). On SQLite the connections use WAL and ``sqlite_synchronous``
         (see :func:`burr_async.persistence.engine.configure_sqlite`)."""
         engine = create_engine(url, sqlite_synchronous=sqlite_synchronous, **engine_kwargs)
-        persister = SQLAlchemyPersister(engine, table_name=table_name, schema=schema, serde=serde)
+        persister = SQLAlchemyPersister(
+            engine,
+            table_name=table_name,
+            schema=schema,
+            serde=serde,
+            storage=storage,
+            snapshot_every=snapshot_every,
+        )
         persister._owns_engine = True
         return persister
 
@@ -130,6 +177,12 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
     def table(self) -> sa.Table:
         """The SQLAlchemy ``Table`` of the steps."""
         return self._table
+
+    @property
+    def storage(self) -> Storage:
+        """How steps are stored, as configured (``delta`` writes full states until the table is
+        at revision 0003)."""
+        return self._storage
 
     @property
     def closed(self) -> bool:
@@ -191,8 +244,9 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
                 return
             with translated(self._errors, "Checking the schema revision"):
                 found = await self._revision()
-            if schema_status(found) not in ("current", "compatible"):
+            if not runs_on(schema_status(found)):
                 raise self._out_of_date(found)
+            self._deltas = self._encoder is not None and stores_deltas(found)
             self._schema_checked = True
 
     def _out_of_date(self, found: str | None) -> SchemaOutOfDateError:
@@ -245,11 +299,19 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             sequence_id=sequence_id,
             action=position,
         ):
-            encoded = self._serde.dumps(state)
+            if not self._schema_checked:
+                await self._check_schema()
+            pk = partition_key or ""
+            written = (
+                self._encoder.encode(pk, app_id, sequence_id, state)
+                if self._deltas and self._encoder is not None
+                else None
+            )
+            encoded = self._serde.dumps(state) if written is None else written.text
             if _ESCAPED_NUL in encoded:
                 _refuse_nul(encoded)
             values = (
-                partition_key or "",
+                pk,
                 app_id,
                 sequence_id,
                 position,
@@ -260,23 +322,24 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
                 parent.app_id if parent else None,
                 (parent.partition_key or "") if parent else None,
                 parent.sequence_id if parent else None,
+                written is not None and written.delta,
             )
-            if not self._schema_checked:
-                await self._check_schema()
             await self._writer.write(values)
+            if written is not None and self._encoder is not None:
+                self._encoder.remember(pk, app_id, written.chain)
 
     # -- reading ------------------------------------------------------------------------------
     def _to_data(
-        self, partition_key: str | None, app_id: str, record: Sequence[Any]
+        self, partition_key: str | None, app_id: str, record: Sequence[Any], state: State
     ) -> PersistedStateData:
-        sequence_id, position, status, state, error, created_at, *parent = record
+        sequence_id, position, status, _text, error, created_at, *parent, _delta_row = record
         parent_app, parent_pk, parent_seq = parent
         return PersistedStateData(
             partition_key=partition_key or None,
             app_id=app_id,
             sequence_id=sequence_id,
             position=position,
-            state=State._wrap(self._serde.loads(state)),
+            state=state,
             created_at=self._dialect.parse_created_at(created_at),
             status=status,
             error=error,
@@ -284,6 +347,16 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             if parent_app is None
             else ParentPointer(parent_app, parent_pk or None, parent_seq),
         )
+
+    def _rebuilt(self, rows: Sequence[Sequence[Any]]) -> tuple[list[tuple[int, bool, str]], bool]:
+        """``(sequence_id, delta, state text)`` of stored rows, and whether any is a delta."""
+        chain = [(row[0], bool(row[_DELTA]), row[_TEXT]) for row in rows]
+        return chain, any(delta for _seq, delta, _text in chain)
+
+    def _state(self, text_or_json: str | dict[str, Any], tagged: bool = True) -> State:
+        if isinstance(text_or_json, str):
+            return State._wrap(self._serde.loads(text_or_json))
+        return State._wrap(_delta.decode(self._serde, text_or_json, tagged))
 
     async def load(
         self, partition_key: str | None, app_id: str, sequence_id: int | None = None
@@ -300,8 +373,25 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         ):
             if not self._schema_checked:
                 await self._check_schema()
-            record = await self._writer.read_step(partition_key or "", app_id, sequence_id)
-            return None if record is None else self._to_data(partition_key, app_id, record)
+            pk = partition_key or ""
+            rows = await self._writer.read_step(pk, app_id, sequence_id)
+            if not rows or (sequence_id is not None and rows[-1][0] != sequence_id):
+                return None
+            record = rows[-1]
+            chain, deltas = self._rebuilt(rows)
+            if not deltas:
+                state = self._state(record[_TEXT])
+            else:
+                try:
+                    rebuilt, tagged = _delta.rebuild_last(chain)
+                except _delta.DamagedHistoryError as exc:
+                    raise _delta.damaged(exc, app_id, partition_key, record[0]) from exc
+                state = self._state(rebuilt, tagged)
+            if self._encoder is not None:
+                self._encoder.remember(
+                    pk, app_id, _delta.Chain(record[0], weakref.ref(state), *_delta.seed(chain))
+                )
+            return self._to_data(partition_key, app_id, record, state)
 
     async def history(
         self,
@@ -325,7 +415,24 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             if not self._schema_checked:
                 await self._check_schema()
             records = await self._writer.read_history(partition_key or "", app_id, after, most)
-            return [self._to_data(partition_key, app_id, record) for record in records]
+            chain, deltas = self._rebuilt(records)
+            if not deltas:
+                return [
+                    self._to_data(partition_key, app_id, record, self._state(record[_TEXT]))
+                    for record in records
+                    if record[0] > after
+                ]
+            steps = []
+            try:
+                for record, (seq, rebuilt, tagged) in zip(
+                    records, _delta.rebuild(chain), strict=True
+                ):
+                    if seq > after:
+                        state = self._state(rebuilt, tagged)
+                        steps.append(self._to_data(partition_key, app_id, record, state))
+            except _delta.DamagedHistoryError as exc:
+                raise _delta.damaged(exc, app_id, partition_key, None) from exc
+            return steps
 
     async def _select(self, statement: sa.Select[Any], what: str) -> Sequence[sa.Row[Any]]:
         with translated(self._errors, what):
@@ -408,6 +515,8 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         self._check_open("delete_app")
         _check_ids(app_id, partition_key)
         where = _retention.app_rows(self._table, partition_key or "", app_id)
+        if self._encoder is not None:
+            self._encoder.forget(partition_key or "", app_id)
         return await self._delete(
             sa.delete(self._table).where(where),
             f"Deleting app {quote(app_id)}",
@@ -421,6 +530,8 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         self._check_open("delete_partition")
         _check_id("partition_key", partition_key, optional=True)
         where = self._table.c.partition_key == (partition_key or "")
+        if self._encoder is not None:
+            self._encoder.forget(partition_key or "")
         return await self._delete_batched(where, f"Deleting partition {quote(partition_key)}")
 
     async def prune(self, partition_key: str | None, app_id: str, *, keep_last: int) -> int:
@@ -430,6 +541,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         self._check_open("prune")
         _check_ids(app_id, partition_key)
         keep = _check_keep_last(keep_last)
+        await self._keep_loadable(keep, partition_key or "", app_id)
         where = _retention.pruned_rows(self._table, keep, partition_key or "", app_id)
         return await self._delete_batched(
             where, f"Pruning app {quote(app_id)}", app_id=app_id, partition_key=partition_key
@@ -441,8 +553,41 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         self._check_open("prune_all")
         _check_id("partition_key", partition_key, optional=True)
         keep = _check_keep_last(keep_last)
+        await self._keep_loadable(keep, partition_key)
         where = _retention.pruned_rows(self._table, keep, partition_key)
         return await self._delete_batched(where, "Pruning apps")
+
+    async def _keep_loadable(
+        self, keep_last: int, partition_key: str | None, app_id: str | None = None
+    ) -> None:
+        """Before a prune: rewrite each pruned app's oldest kept step, when it is a delta, as
+        the full state it stands for (the same state, so a load of it is unchanged), so that
+        every kept step still loads once the steps before it are gone."""
+        t = self._table
+        found = await self._select(
+            _retention.first_kept_deltas(t, keep_last, partition_key, app_id),
+            "Finding the oldest kept steps",
+        )
+        for row in found:
+            ids = {"app_id": row.app_uid, "partition_key": row.partition_key or None}
+            with translated(self._errors, "Keeping a pruned app loadable", **ids):
+                chain, _ = self._rebuilt(
+                    await self._writer.read_step(row.partition_key, row.app_uid, row.sequence_id)
+                )
+                try:
+                    rebuilt, _tagged = _delta.rebuild_last(chain)
+                except _delta.DamagedHistoryError as exc:
+                    raise _delta.damaged(
+                        exc, row.app_uid, row.partition_key or None, row.sequence_id
+                    ) from exc
+                key = _retention.app_rows(t, row.partition_key, row.app_uid)
+                rewrite = (
+                    sa.update(t)
+                    .where(key, t.c.sequence_id == row.sequence_id, t.c.delta == sa.true())
+                    .values(state=rebuilt, delta=False)
+                )
+                async with self._autocommit.connect() as conn:
+                    await conn.execute(rewrite)
 
     async def expire(self, *, idle_for: dt.timedelta, partition_key: str | None = None) -> int:
         """Delete whole apps (of ``partition_key`` when given) whose latest step is older than
@@ -458,6 +603,9 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         idle = {(row.partition_key, row.app_uid) for row in found}
         if not idle:
             return 0
+        if self._encoder is not None:
+            for pk, app in idle:
+                self._encoder.forget(pk, app)
         await self._delete_batched(
             _retention.idle_rows(t, cutoff, partition_key), "Expiring idle apps"
         )
@@ -482,6 +630,8 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
                 await self._engine.dispose()
 
 
+_TEXT = 3  # a stored row's state text, in STORED_COLUMNS order
+_DELTA = -1  # whether the row is a delta: the last stored column
 _ALL = 2**31 - 1  # no limit: more steps than a sequence id can number
 
 
@@ -515,7 +665,8 @@ def _refuse_nul(encoded: bytes) -> None:
             return any(has_nul(v) for v in value)
         return False
 
-    for key, value in orjson.loads(encoded).items():
+    values = _delta.sections(encoded)
+    for key, value in (orjson.loads(encoded) if values is None else values).items():
         if has_nul(key) or has_nul(value):
             raise SerializationError(
                 f"State key {quote(key)} holds a string with a NUL character, which the "

@@ -165,13 +165,13 @@ async def test_aclose_waits_for_a_load_under_way(
 
 @pytest.mark.parametrize(
     ("revision", "runs"),
-    [("0002-0001", True), ("0005-0001", True), ("0002", False), ("0002-0002", False)],
+    [("0004_0003", True), ("0007_0001", True), ("0004", False), ("0004_0004", False)],
 )
 async def test_old_code_runs_on_a_newer_schema_only_when_the_migration_says_it_can(
     db: Database, revision: str, runs: bool
 ) -> None:
     """The rolling-deploy rule: while old and new pods share a database, the old ones keep
-    working on a migration whose id declares it compatible (``NNNN-MMMM``), and refuse any
+    working on a migration whose id declares it compatible (``NNNN_MMMM``), and refuse any
     other newer revision with SchemaAheadError; initialize() never touches a newer schema."""
     from click.testing import CliRunner
 
