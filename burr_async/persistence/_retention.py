@@ -38,6 +38,16 @@ def delete_batch(t: sa.Table, where: sa.ColumnElement[bool]) -> sa.Delete:
     return sa.delete(t).where(_key(t).in_(chosen))
 
 
+def count_rows(t: sa.Table, where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    """The number of rows matching ``where``: what a dry run of a deletion reports."""
+    return sa.select(sa.func.count()).select_from(t).where(where)
+
+
+def count_apps(apps: sa.Select[Any]) -> sa.Select[Any]:
+    """The number of rows ``apps`` (one per app) selects."""
+    return sa.select(sa.func.count()).select_from(apps.subquery())
+
+
 def app_rows(t: sa.Table, partition_key: str, app_id: str) -> sa.ColumnElement[bool]:
     return sa.and_(t.c.partition_key == partition_key, t.c.app_uid == app_id)
 

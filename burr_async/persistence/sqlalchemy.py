@@ -385,6 +385,15 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         ]
 
     # -- bounded storage ----------------------------------------------------------------------
+    # With ``dry_run=True`` each operation counts what it would remove, in one statement, and
+    # removes nothing: the number the real call would return at that moment.
+    async def _count(self, statement: sa.Select[Any], what: str, **ids: Any) -> int:
+        with translated(self._errors, what, **ids):
+            if not self._schema_checked:
+                await self._check_schema()
+            async with self._autocommit.connect() as conn:
+                return int((await conn.execute(statement)).scalar_one())
+
     async def _delete(self, statement: sa.Delete, what: str, **ids: Any) -> int:
         with translated(self._errors, what, **ids):
             if not self._schema_checked:
@@ -393,7 +402,12 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
                 result = await conn.execute(statement)
                 return max(result.rowcount, 0)
 
-    async def _delete_batched(self, where: sa.ColumnElement[bool], what: str, **ids: Any) -> int:
+    async def _delete_batched(
+        self, where: sa.ColumnElement[bool], what: str, *, dry_run: bool = False, **ids: Any
+    ) -> int:
+        if dry_run:
+            statement = _retention.count_rows(self._table, where)
+            return await self._count(statement, f"{what} (dry run)", **ids)
         removed = 0
         while True:
             count = await self._delete(_retention.delete_batch(self._table, where), what, **ids)
@@ -401,57 +415,84 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             if count < _retention.BATCH_ROWS:
                 return removed
 
-    async def delete_app(self, partition_key: str | None, app_id: str) -> int:
+    async def delete_app(
+        self, partition_key: str | None, app_id: str, *, dry_run: bool = False
+    ) -> int:
         """Delete every step of the app in one transaction; the number of steps removed (0 for
         an unknown app). An application object still holding the app fails its next step with
-        :class:`~burr_async.errors.AppDeletedError` and writes nothing."""
+        :class:`~burr_async.errors.AppDeletedError` and writes nothing. ``dry_run=True``: the
+        number of steps it would remove, removing nothing."""
         self._check_open("delete_app")
         _check_ids(app_id, partition_key)
         where = _retention.app_rows(self._table, partition_key or "", app_id)
+        what = f"Deleting app {quote(app_id)}"
+        if dry_run:
+            return await self._count(
+                _retention.count_rows(self._table, where),
+                f"{what} (dry run)",
+                app_id=app_id,
+                partition_key=partition_key,
+            )
         return await self._delete(
-            sa.delete(self._table).where(where),
-            f"Deleting app {quote(app_id)}",
-            app_id=app_id,
-            partition_key=partition_key,
+            sa.delete(self._table).where(where), what, app_id=app_id, partition_key=partition_key
         )
 
-    async def delete_partition(self, partition_key: str | None) -> int:
+    async def delete_partition(self, partition_key: str | None, *, dry_run: bool = False) -> int:
         """Delete every app of the partition, in bounded batches; the number of steps
-        removed."""
+        removed (with ``dry_run=True``: that it would remove, removing nothing)."""
         self._check_open("delete_partition")
         _check_id("partition_key", partition_key, optional=True)
         where = self._table.c.partition_key == (partition_key or "")
-        return await self._delete_batched(where, f"Deleting partition {quote(partition_key)}")
+        return await self._delete_batched(
+            where, f"Deleting partition {quote(partition_key)}", dry_run=dry_run
+        )
 
-    async def prune(self, partition_key: str | None, app_id: str, *, keep_last: int) -> int:
+    async def prune(
+        self, partition_key: str | None, app_id: str, *, keep_last: int, dry_run: bool = False
+    ) -> int:
         """Delete all but the last ``keep_last`` (at least 1) steps of the app; the number of
-        steps removed. Resuming and forking from a kept step work as before; loading a pruned
-        step finds nothing."""
+        steps removed (with ``dry_run=True``: that it would remove, removing nothing).
+        Resuming and forking from a kept step work as before; loading a pruned step finds
+        nothing."""
         self._check_open("prune")
         _check_ids(app_id, partition_key)
         keep = _check_keep_last(keep_last)
         where = _retention.pruned_rows(self._table, keep, partition_key or "", app_id)
         return await self._delete_batched(
-            where, f"Pruning app {quote(app_id)}", app_id=app_id, partition_key=partition_key
+            where,
+            f"Pruning app {quote(app_id)}",
+            dry_run=dry_run,
+            app_id=app_id,
+            partition_key=partition_key,
         )
 
-    async def prune_all(self, *, keep_last: int, partition_key: str | None = None) -> int:
+    async def prune_all(
+        self, *, keep_last: int, partition_key: str | None = None, dry_run: bool = False
+    ) -> int:
         """:meth:`prune` every app (of ``partition_key`` when given, else of every partition);
-        the number of steps removed."""
+        the number of steps removed (with ``dry_run=True``: that it would remove)."""
         self._check_open("prune_all")
         _check_id("partition_key", partition_key, optional=True)
         keep = _check_keep_last(keep_last)
         where = _retention.pruned_rows(self._table, keep, partition_key)
-        return await self._delete_batched(where, "Pruning apps")
+        return await self._delete_batched(where, "Pruning apps", dry_run=dry_run)
 
-    async def expire(self, *, idle_for: dt.timedelta, partition_key: str | None = None) -> int:
+    async def expire(
+        self, *, idle_for: dt.timedelta, partition_key: str | None = None, dry_run: bool = False
+    ) -> int:
         """Delete whole apps (of ``partition_key`` when given) whose latest step is older than
-        ``idle_for``; the number of apps removed. An app that takes a step while this runs is
-        no longer idle and is spared."""
+        ``idle_for``; the number of apps removed (with ``dry_run=True``: that it would remove,
+        removing nothing). An app that takes a step while this runs is no longer idle and is
+        spared."""
         self._check_open("expire")
         _check_id("partition_key", partition_key, optional=True)
         cutoff = _cutoff(idle_for)
         t = self._table
+        if dry_run:
+            idle_apps = _retention.idle_apps(t, cutoff, partition_key)
+            return await self._count(
+                _retention.count_apps(idle_apps), "Counting idle apps (dry run)"
+            )
         found = await self._select(
             _retention.idle_apps(t, cutoff, partition_key), "Finding idle apps"
         )
