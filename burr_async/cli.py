@@ -3,7 +3,11 @@
 ``burr-async [--url URL] [--table-name NAME] [--schema SCHEMA] [--debug] COMMAND ...``
 
 * ``db upgrade|downgrade|current|check``: migrate the state table, or report its revision.
-* ``apps``, ``history``, ``show``, ``diff``: read the steps a persister stored.
+* ``apps``, ``history``, ``show``, ``diff``: read the steps a persister stored (``apps`` and
+  ``history`` a page at a time, printing the command for the next page).
+* ``delete``, ``prune``, ``expire``: remove stored steps.
+
+``apps``, ``history`` and the removing commands live in ``burr_async._cli_storage``.
 * ``graph MODULE:OBJECT``: print the graph of a builder, application or graph as Mermaid text.
 
 Expected failures (database unreachable, table missing or behind, unknown app, invalid name)
@@ -38,7 +42,6 @@ from alembic.util import CommandError
 from click.core import ParameterSource
 from rich.console import Console
 from rich.highlighter import JSONHighlighter
-from rich.table import Table
 from rich.text import Text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -101,8 +104,8 @@ class Settings:
         except SQLAlchemyError:
             return "(an invalid database URL)"
 
-    def upgrade_command(self) -> str:
-        """The command that provisions this table."""
+    def command(self, *command: str) -> str:
+        """``burr-async COMMAND...`` on this table, as a shell command (for suggestions)."""
         args = ["burr-async"]
         if self.url_given:
             args += ["--url", self.display_url()]
@@ -110,7 +113,11 @@ class Settings:
             args += ["--table-name", self.table_name]
         if self.schema is not None:
             args += ["--schema", self.schema]
-        return shlex.join([*args, "db", "upgrade"])
+        return shlex.join([*args, *command])
+
+    def upgrade_command(self) -> str:
+        """The command that provisions this table."""
+        return self.command("db", "upgrade")
 
     def engine(self) -> AsyncEngine:
         """A new engine for the URL; the caller disposes it."""
@@ -443,50 +450,6 @@ partition_option = click.option(
 
 
 @cli.command()
-@partition_option
-@click.option("--all", "all_partitions", is_flag=True, help="List the apps of every partition.")
-@click.option(
-    "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most N apps."
-)
-@click.pass_obj
-def apps(settings: Settings, partition: str | None, all_partitions: bool, limit: int) -> None:
-    """List applications with their latest step, most recently updated first."""
-    if partition is not None and all_partitions:
-        raise click.UsageError("use either --partition or --all")
-    summaries = _read(
-        settings, lambda p: p.list_apps(partition, all_partitions=all_partitions, limit=limit)
-    )
-    if not summaries:
-        where = f"partition {partition!r}" if partition else "the default partition"
-        where = "any partition" if all_partitions else f"{where} (try --all)"
-        click.echo(_printable(f"no apps in {where} of table {settings.table!r}"))
-        return
-    table = Table("app id", "partition", "last step", "position", "status", "updated")
-    for s in summaries:
-        row = (_cell(s.app_id), _cell(s.partition_key or ""), str(s.sequence_id), _cell(s.position))
-        table.add_row(*row, _status(s.status), _when(s.updated_at))
-    _console().print(table)
-
-
-@cli.command()
-@click.argument("app_id")
-@partition_option
-@click.pass_obj
-def history(settings: Settings, app_id: str, partition: str | None) -> None:
-    """List the steps of APP_ID, oldest first (the error's first line for failed ones)."""
-    steps = _read(settings, lambda p: p.history(partition, app_id))
-    if not steps:
-        _fail(_not_found(settings, app_id, partition, None))
-    table = Table("seq", "position", "status", "created", "error")
-    for step in steps:
-        cells = (str(step.sequence_id), _cell(step.position), _status(step.status))
-        table.add_row(
-            *cells, _when(step.created_at), _cell(_first_line(step.error) if step.error else "")
-        )
-    _console().print(table)
-
-
-@cli.command()
 @click.argument("app_id")
 @partition_option
 @click.option("--seq", type=int, default=None, help="The step to show (default: the latest).")
@@ -590,10 +553,18 @@ def _import_object(target: str) -> object:
     return obj
 
 
+# apps, history, delete, prune and expire register themselves on ``cli``.
+from burr_async import _cli_storage  # noqa: E402, F401
+
+
 def main() -> None:
     """Entry point of the ``burr-async`` console script."""
     cli(prog_name="burr-async")
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m burr_async.cli` runs this file as __main__, while _cli_storage registers its
+    # commands on the group of the imported burr_async.cli: run that one.
+    from burr_async.cli import main as imported_main
+
+    imported_main()

@@ -25,6 +25,7 @@ state's size.
 
 from __future__ import annotations
 
+import logging
 import operator
 import weakref
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -35,6 +36,7 @@ import orjson
 import sqlalchemy as sa
 
 from burr_async.errors import SerializationError, describe_step
+from burr_async.persistence._dialect import STORED_COLUMNS
 from burr_async.serde import OrjsonSerde, Serde
 from burr_async.state import State
 
@@ -46,6 +48,7 @@ DEFAULT_SNAPSHOT_EVERY = 50
 """Steps between full states, at most, by default."""
 _CHAINS_LIMIT = 10_000  # apps remembered by one encoder; a forgotten one writes a full state next
 _MISSING: Any = object()
+_log = logging.getLogger("burr_async.persistence")
 _SECTIONS = ("set", "append", "drop")
 _TAG = "__burr_async__"  # in a stored text, a sign that the serde must decode its tags
 
@@ -171,6 +174,18 @@ def _appended(state: State, key: str, before: Any, value: Any) -> int | None:
 
 
 # -- reading -----------------------------------------------------------------------------------
+TEXT = STORED_COLUMNS.index("state")
+"""Where a stored row (:data:`STORED_COLUMNS` order) holds its state text."""
+_DELTA = STORED_COLUMNS.index("delta")
+
+
+def chain_of(rows: Sequence[Sequence[Any]]) -> tuple[list[tuple[int, bool, str]], bool]:
+    """``(sequence_id, delta, state text)`` of stored rows (:data:`STORED_COLUMNS` order), and
+    whether any of them is a delta."""
+    chain = [(row[0], bool(row[_DELTA]), row[TEXT]) for row in rows]
+    return chain, any(delta for _seq, delta, _text in chain)
+
+
 class DamagedHistoryError(Exception):
     """A stored row cannot be rebuilt into a state (the caller adds the app and step)."""
 
@@ -319,7 +334,9 @@ def sections(text: bytes) -> Mapping[str, Any] | None:
 
 def materialize_table(connection: sa.Connection, table: sa.Table) -> int:
     """Rewrite every delta row of ``table`` as the full state it stands for, app by app (inside
-    the caller's transaction: a migration's); the number of rows rewritten."""
+    the caller's transaction: a migration's); the number of rows rewritten. The rows of an app
+    after a gap in its history (rows removed outside burr_async) cannot be rebuilt: they are
+    left as they are, with a warning on the ``burr_async.persistence`` logger."""
     t = table
     apps = connection.execute(
         sa.select(t.c.partition_key, t.c.app_uid).where(t.c.delta == sa.true()).distinct()
@@ -332,16 +349,20 @@ def materialize_table(connection: sa.Connection, table: sa.Table) -> int:
             .order_by(t.c.sequence_id)
         ).all()
         chain = [(seq, bool(delta), text) for seq, delta, text in rows]
-        for (seq, delta, _text), (_seq, state, _tagged) in zip(chain, rebuild(chain), strict=True):
-            if delta:
-                connection.execute(
-                    sa.update(t)
-                    .where(
-                        t.c.partition_key == partition_key,
-                        t.c.app_uid == app_id,
-                        t.c.sequence_id == seq,
+        deltas = {seq for seq, delta, _text in chain if delta}
+        try:
+            for seq, state, _tagged in rebuild(chain):
+                if seq in deltas:
+                    connection.execute(
+                        sa.update(t)
+                        .where(
+                            t.c.partition_key == partition_key,
+                            t.c.app_uid == app_id,
+                            t.c.sequence_id == seq,
+                        )
+                        .values(state=state, delta=False)
                     )
-                    .values(state=state, delta=False)
-                )
-                rewritten += 1
+                    rewritten += 1
+        except DamagedHistoryError as exc:
+            _log.warning("%s", damaged(exc, app_id, partition_key or None, None))
     return rewritten

@@ -1,6 +1,6 @@
 """The statements that keep the step table bounded: deleting apps, pruning old steps, expiring
-idle apps, and the keyset page of the app listing. Core statements over the table, the same on
-every database.
+idle apps, and the keyset page of the app listing: Core statements over the table, the same on
+every database, and :class:`Retention`, which runs the removals for a persister.
 
 Large deletions go in bounded batches (:data:`BATCH_ROWS` rows a statement, oldest steps
 first), so no statement holds a long lock on a busy table and other apps keep committing; an
@@ -11,11 +11,27 @@ loadable history.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from burr_async.persistence.base import AppSummary, Status
+from burr_async.errors import quote
+from burr_async.persistence import _delta
+from burr_async.persistence._errors import ErrorContext, translated
+from burr_async.persistence._writer import GroupWriter
+from burr_async.persistence.base import (
+    AppSummary,
+    Status,
+    _check_id,
+    _check_ids,
+    _check_keep_last,
+    _cutoff,
+)
+
+_log = logging.getLogger("burr_async.persistence")
 
 __all__: list[str] = []
 
@@ -36,6 +52,21 @@ def delete_batch(t: sa.Table, where: sa.ColumnElement[bool]) -> sa.Delete:
         .limit(BATCH_ROWS)
     )
     return sa.delete(t).where(_key(t).in_(chosen))
+
+
+def count_rows(t: sa.Table, where: sa.ColumnElement[bool]) -> sa.Select[Any]:
+    """The number of rows matching ``where``: what a dry run of a deletion reports."""
+    return sa.select(sa.func.count()).select_from(t).where(where)
+
+
+def count_apps(apps: sa.Select[Any]) -> sa.Select[Any]:
+    """The number of rows ``apps`` (one per app) selects."""
+    return sa.select(sa.func.count()).select_from(apps.subquery())
+
+
+def app_keys(t: sa.Table) -> Any:
+    """The (partition_key, app_uid) of a row, as one SQL tuple."""
+    return sa.tuple_(t.c.partition_key, t.c.app_uid)
 
 
 def app_rows(t: sa.Table, partition_key: str, app_id: str) -> sa.ColumnElement[bool]:
@@ -157,3 +188,199 @@ def apps_page(
             )
         )
     return query.order_by(t.c.created_at.desc(), t.c.partition_key, t.c.app_uid).limit(limit)
+
+
+class Retention:
+    """The bounded-storage operations of a SQLAlchemy persister's table (what
+    ``SQLAlchemyPersister.delete_app`` and the others run; their docstrings are the contract).
+    With ``dry_run=True`` each counts what it would remove, in one statement, and removes
+    nothing: the number the real call would return at that moment. ``ready`` is awaited before
+    every statement (the persister's schema check)."""
+
+    def __init__(
+        self,
+        table: sa.Table,
+        autocommit: AsyncEngine,
+        errors: ErrorContext,
+        writer: GroupWriter,
+        encoder: _delta.DeltaEncoder | None,
+        ready: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._table = table
+        self._autocommit = autocommit
+        self._errors = errors
+        self._writer = writer
+        self._encoder = encoder
+        self._ready = ready
+
+    async def select(self, statement: sa.Select[Any], what: str) -> Sequence[sa.Row[Any]]:
+        """The rows of a query, errors translated."""
+        with translated(self._errors, what):
+            await self._ready()
+            async with self._autocommit.connect() as conn:
+                rows: Sequence[sa.Row[Any]] = (await conn.execute(statement)).all()
+                return rows
+
+    async def _count(self, statement: sa.Select[Any], what: str, **ids: Any) -> int:
+        with translated(self._errors, what, **ids):
+            await self._ready()
+            async with self._autocommit.connect() as conn:
+                return int((await conn.execute(statement)).scalar_one())
+
+    async def _delete(self, statement: sa.Delete, what: str, **ids: Any) -> int:
+        with translated(self._errors, what, **ids):
+            await self._ready()
+            async with self._autocommit.connect() as conn:
+                result = await conn.execute(statement)
+                return max(result.rowcount, 0)
+
+    async def _delete_batched(
+        self, where: sa.ColumnElement[bool], what: str, *, dry_run: bool = False, **ids: Any
+    ) -> int:
+        if dry_run:
+            statement = count_rows(self._table, where)
+            return await self._count(statement, f"{what} (dry run)", **ids)
+        removed = 0
+        while True:
+            count = await self._delete(delete_batch(self._table, where), what, **ids)
+            removed += count
+            if count < BATCH_ROWS:
+                return removed
+
+    async def delete_app(
+        self, partition_key: str | None, app_id: str, *, dry_run: bool = False
+    ) -> int:
+        """Delete every step of the app in one transaction; the number of steps removed (0 for
+        an unknown app). An application object still holding the app fails its next step with
+        :class:`~burr_async.errors.AppDeletedError` and writes nothing. ``dry_run=True``: the
+        number of steps it would remove, removing nothing."""
+        _check_ids(app_id, partition_key)
+        where = app_rows(self._table, partition_key or "", app_id)
+        what = f"Deleting app {quote(app_id)}"
+        if dry_run:
+            return await self._count(
+                count_rows(self._table, where),
+                f"{what} (dry run)",
+                app_id=app_id,
+                partition_key=partition_key,
+            )
+        if self._encoder is not None:
+            self._encoder.forget(partition_key or "", app_id)
+        return await self._delete(
+            sa.delete(self._table).where(where), what, app_id=app_id, partition_key=partition_key
+        )
+
+    async def delete_partition(self, partition_key: str | None, *, dry_run: bool = False) -> int:
+        """Delete every app of the partition, in bounded batches; the number of steps
+        removed (with ``dry_run=True``: that it would remove, removing nothing)."""
+        _check_id("partition_key", partition_key, optional=True)
+        where = self._table.c.partition_key == (partition_key or "")
+        if self._encoder is not None and not dry_run:
+            self._encoder.forget(partition_key or "")
+        return await self._delete_batched(
+            where, f"Deleting partition {quote(partition_key)}", dry_run=dry_run
+        )
+
+    async def prune(
+        self, partition_key: str | None, app_id: str, *, keep_last: int, dry_run: bool = False
+    ) -> int:
+        """Delete all but the last ``keep_last`` (at least 1) steps of the app; the number of
+        steps removed (with ``dry_run=True``: that it would remove, removing nothing).
+        Resuming and forking from a kept step work as before; loading a pruned step finds
+        nothing."""
+        _check_ids(app_id, partition_key)
+        keep = _check_keep_last(keep_last)
+        if not dry_run:
+            await self._keep_loadable(keep, partition_key or "", app_id)
+        where = pruned_rows(self._table, keep, partition_key or "", app_id)
+        return await self._delete_batched(
+            where,
+            f"Pruning app {quote(app_id)}",
+            dry_run=dry_run,
+            app_id=app_id,
+            partition_key=partition_key,
+        )
+
+    async def prune_all(
+        self, *, keep_last: int, partition_key: str | None = None, dry_run: bool = False
+    ) -> int:
+        """:meth:`prune` every app (of ``partition_key`` when given, else of every partition);
+        the number of steps removed (with ``dry_run=True``: that it would remove)."""
+        _check_id("partition_key", partition_key, optional=True)
+        keep = _check_keep_last(keep_last)
+        where = pruned_rows(self._table, keep, partition_key)
+        if not dry_run:
+            damaged = await self._keep_loadable(keep, partition_key)
+            if damaged:  # left as they are, for whoever restores them
+                where = sa.and_(where, ~app_keys(self._table).in_(damaged))
+        return await self._delete_batched(where, "Pruning apps", dry_run=dry_run)
+
+    async def _keep_loadable(
+        self, keep_last: int, partition_key: str | None, app_id: str | None = None
+    ) -> list[tuple[str, str]]:
+        """Before a prune: rewrite each pruned app's oldest kept step, when it is a delta, as
+        the full state it stands for (the same state, so a load of it is unchanged), so that
+        every kept step still loads once the steps before it are gone. For one app, a history
+        that cannot be rebuilt raises SerializationError; for many, those apps are returned
+        (and logged), and the caller leaves them as they are."""
+        damaged: list[tuple[str, str]] = []
+        t = self._table
+        found = await self.select(
+            first_kept_deltas(t, keep_last, partition_key, app_id),
+            "Finding the oldest kept steps",
+        )
+        for row in found:
+            ids = {"app_id": row.app_uid, "partition_key": row.partition_key or None}
+            with translated(self._errors, "Keeping a pruned app loadable", **ids):
+                chain, _ = _delta.chain_of(
+                    await self._writer.read_step(row.partition_key, row.app_uid, row.sequence_id)
+                )
+                try:
+                    rebuilt, _tagged = _delta.rebuild_last(chain)
+                except _delta.DamagedHistoryError as exc:
+                    error = _delta.damaged(
+                        exc, row.app_uid, row.partition_key or None, row.sequence_id
+                    )
+                    if app_id is not None:
+                        raise error from exc
+                    _log.warning("Not pruning an app: %s", error)
+                    damaged.append((row.partition_key, row.app_uid))
+                    continue
+                key = app_rows(t, row.partition_key, row.app_uid)
+                rewrite = (
+                    sa.update(t)
+                    .where(key, t.c.sequence_id == row.sequence_id, t.c.delta == sa.true())
+                    .values(state=rebuilt, delta=False)
+                )
+                async with self._autocommit.connect() as conn:
+                    await conn.execute(rewrite)
+        return damaged
+
+    async def expire(
+        self, *, idle_for: dt.timedelta, partition_key: str | None = None, dry_run: bool = False
+    ) -> int:
+        """Delete whole apps (of ``partition_key`` when given) whose latest step is older than
+        ``idle_for``; the number of apps removed (with ``dry_run=True``: that it would remove,
+        removing nothing). An app that takes a step while this runs is no longer idle and is
+        spared."""
+        _check_id("partition_key", partition_key, optional=True)
+        cutoff = _cutoff(idle_for)
+        t = self._table
+        if dry_run:
+            apps = idle_apps(t, cutoff, partition_key)
+            return await self._count(count_apps(apps), "Counting idle apps (dry run)")
+        found = await self.select(idle_apps(t, cutoff, partition_key), "Finding idle apps")
+        idle = {(row.partition_key, row.app_uid) for row in found}
+        if not idle:
+            return 0
+        if self._encoder is not None:
+            for pk, app in idle:
+                self._encoder.forget(pk, app)
+        await self._delete_batched(idle_rows(t, cutoff, partition_key), "Expiring idle apps")
+        left = await self.select(
+            sa.select(t.c.partition_key, t.c.app_uid)
+            .where(sa.tuple_(t.c.partition_key, t.c.app_uid).in_(list(idle)))
+            .distinct(),
+            "Counting expired apps",
+        )
+        return len(idle) - len(left)

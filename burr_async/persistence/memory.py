@@ -182,20 +182,33 @@ class InMemoryPersister(AsyncBaseStatePersister):
             self._order.pop(pk, None)
         return removed
 
-    async def delete_app(self, partition_key: str | None, app_id: str) -> int:
-        """Delete every step of the app; the number removed."""
+    async def delete_app(
+        self, partition_key: str | None, app_id: str, *, dry_run: bool = False
+    ) -> int:
+        """Delete every step of the app; the number removed (``dry_run=True``: that would be
+        removed, removing nothing)."""
         self._check_open("delete_app")
         _check_ids(app_id, partition_key)
-        return self._forget(partition_key or "", app_id)
+        pk = partition_key or ""
+        if dry_run:
+            return len(self._rows.get((pk, app_id), {}))
+        return self._forget(pk, app_id)
 
-    async def delete_partition(self, partition_key: str | None) -> int:
-        """Delete every app of the partition; the number of steps removed."""
+    async def delete_partition(self, partition_key: str | None, *, dry_run: bool = False) -> int:
+        """Delete every app of the partition; the number of steps removed (``dry_run=True``:
+        that would be removed)."""
         self._check_open("delete_partition")
         pk = partition_key or ""
-        return sum(self._forget(pk, app_id) for app_id in list(self._order.get(pk, {})))
+        apps = list(self._order.get(pk, {}))
+        if dry_run:
+            return sum(len(self._rows.get((pk, app_id), {})) for app_id in apps)
+        return sum(self._forget(pk, app_id) for app_id in apps)
 
-    async def prune(self, partition_key: str | None, app_id: str, *, keep_last: int) -> int:
-        """Delete all but the last ``keep_last`` steps of the app; the number removed."""
+    async def prune(
+        self, partition_key: str | None, app_id: str, *, keep_last: int, dry_run: bool = False
+    ) -> int:
+        """Delete all but the last ``keep_last`` steps of the app; the number removed
+        (``dry_run=True``: that would be removed)."""
         self._check_open("prune")
         _check_ids(app_id, partition_key)
         keep = _check_keep_last(keep_last)
@@ -203,22 +216,30 @@ class InMemoryPersister(AsyncBaseStatePersister):
         if not steps:
             return 0
         old = [seq for seq in steps if seq <= max(steps) - keep]
-        for seq in old:
-            del steps[seq]
+        if not dry_run:
+            for seq in old:
+                del steps[seq]
         return len(old)
 
-    async def prune_all(self, *, keep_last: int, partition_key: str | None = None) -> int:
-        """:meth:`prune` every app (of ``partition_key`` when given); the number removed."""
+    async def prune_all(
+        self, *, keep_last: int, partition_key: str | None = None, dry_run: bool = False
+    ) -> int:
+        """:meth:`prune` every app (of ``partition_key`` when given); the number removed
+        (``dry_run=True``: that would be removed)."""
         _check_keep_last(keep_last)
         removed = 0
         for pk, app_id in list(self._rows):
             if partition_key is None or pk == partition_key:
-                removed += await self.prune(pk or None, app_id, keep_last=keep_last)
+                removed += await self.prune(
+                    pk or None, app_id, keep_last=keep_last, dry_run=dry_run
+                )
         return removed
 
-    async def expire(self, *, idle_for: dt.timedelta, partition_key: str | None = None) -> int:
+    async def expire(
+        self, *, idle_for: dt.timedelta, partition_key: str | None = None, dry_run: bool = False
+    ) -> int:
         """Delete whole apps whose latest step is older than ``idle_for``; the number of apps
-        removed."""
+        removed (``dry_run=True``: that would be removed)."""
         self._check_open("expire")
         cutoff = _cutoff(idle_for)
         idle = [
@@ -228,6 +249,7 @@ class InMemoryPersister(AsyncBaseStatePersister):
             and steps
             and max(row[6] for row in steps.values()) < cutoff
         ]
-        for pk, app_id in idle:
-            self._forget(pk, app_id)
+        if not dry_run:
+            for pk, app_id in idle:
+                self._forget(pk, app_id)
         return len(idle)

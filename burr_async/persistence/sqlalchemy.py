@@ -32,10 +32,7 @@ from burr_async.persistence.base import (
     ParentPointer,
     PersistedStateData,
     Status,
-    _check_id,
     _check_ids,
-    _check_keep_last,
-    _cutoff,
 )
 from burr_async.persistence.engine import SQLiteSynchronous, create_engine
 from burr_async.persistence.models import (
@@ -57,6 +54,7 @@ __all__ = [
     "SQLitePersister",
     "Storage",
 ]
+
 
 Storage = Literal["delta", "snapshot"]
 """How steps are stored: ``delta`` (what each step changed, with a full state every so often)
@@ -138,6 +136,9 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         self._schema_checked = False
         self._schema_lock: anyio.Lock | None = None
         self._closed = False
+        self._retention = _retention.Retention(
+            self._table, self._autocommit, self._errors, self._writer, self._encoder, self._ready
+        )
 
     @classmethod
     def from_url(
@@ -348,11 +349,6 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             else ParentPointer(parent_app, parent_pk or None, parent_seq),
         )
 
-    def _rebuilt(self, rows: Sequence[Sequence[Any]]) -> tuple[list[tuple[int, bool, str]], bool]:
-        """``(sequence_id, delta, state text)`` of stored rows, and whether any is a delta."""
-        chain = [(row[0], bool(row[_DELTA]), row[_TEXT]) for row in rows]
-        return chain, any(delta for _seq, delta, _text in chain)
-
     def _state(self, text_or_json: str | dict[str, Any], tagged: bool = True) -> State:
         if isinstance(text_or_json, str):
             return State._wrap(self._serde.loads(text_or_json))
@@ -378,9 +374,9 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             if not rows or (sequence_id is not None and rows[-1][0] != sequence_id):
                 return None
             record = rows[-1]
-            chain, deltas = self._rebuilt(rows)
+            chain, deltas = _delta.chain_of(rows)
             if not deltas:
-                state = self._state(record[_TEXT])
+                state = self._state(record[_delta.TEXT])
             else:
                 try:
                     rebuilt, tagged = _delta.rebuild_last(chain)
@@ -415,10 +411,10 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             if not self._schema_checked:
                 await self._check_schema()
             records = await self._writer.read_history(partition_key or "", app_id, after, most)
-            chain, deltas = self._rebuilt(records)
+            chain, deltas = _delta.chain_of(records)
             if not deltas:
                 return [
-                    self._to_data(partition_key, app_id, record, self._state(record[_TEXT]))
+                    self._to_data(partition_key, app_id, record, self._state(record[_delta.TEXT]))
                     for record in records
                     if record[0] > after
                 ]
@@ -435,12 +431,11 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             return steps
 
     async def _select(self, statement: sa.Select[Any], what: str) -> Sequence[sa.Row[Any]]:
-        with translated(self._errors, what):
-            if not self._schema_checked:
-                await self._check_schema()
-            async with self._autocommit.connect() as conn:
-                rows: Sequence[sa.Row[Any]] = (await conn.execute(statement)).all()
-                return rows
+        return await self._retention.select(statement, what)
+
+    async def _ready(self) -> None:
+        if not self._schema_checked:
+            await self._check_schema()
 
     async def list_app_ids(self, partition_key: str | None) -> list[str]:
         """The partition's app ids, most recently written first."""
@@ -491,131 +486,58 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             for row in rows
         ]
 
-    # -- bounded storage ----------------------------------------------------------------------
-    async def _delete(self, statement: sa.Delete, what: str, **ids: Any) -> int:
-        with translated(self._errors, what, **ids):
-            if not self._schema_checked:
-                await self._check_schema()
-            async with self._autocommit.connect() as conn:
-                result = await conn.execute(statement)
-                return max(result.rowcount, 0)
-
-    async def _delete_batched(self, where: sa.ColumnElement[bool], what: str, **ids: Any) -> int:
-        removed = 0
-        while True:
-            count = await self._delete(_retention.delete_batch(self._table, where), what, **ids)
-            removed += count
-            if count < _retention.BATCH_ROWS:
-                return removed
-
-    async def delete_app(self, partition_key: str | None, app_id: str) -> int:
+    # -- bounded storage (run by _retention.Retention) ---------------------------------------
+    async def delete_app(
+        self, partition_key: str | None, app_id: str, *, dry_run: bool = False
+    ) -> int:
         """Delete every step of the app in one transaction; the number of steps removed (0 for
         an unknown app). An application object still holding the app fails its next step with
-        :class:`~burr_async.errors.AppDeletedError` and writes nothing."""
+        :class:`~burr_async.errors.AppDeletedError` and writes nothing. ``dry_run=True``: the
+        number of steps it would remove, removing nothing."""
         self._check_open("delete_app")
-        _check_ids(app_id, partition_key)
-        where = _retention.app_rows(self._table, partition_key or "", app_id)
-        if self._encoder is not None:
-            self._encoder.forget(partition_key or "", app_id)
-        return await self._delete(
-            sa.delete(self._table).where(where),
-            f"Deleting app {quote(app_id)}",
-            app_id=app_id,
-            partition_key=partition_key,
-        )
+        return await self._retention.delete_app(partition_key, app_id, dry_run=dry_run)
 
-    async def delete_partition(self, partition_key: str | None) -> int:
+    async def delete_partition(self, partition_key: str | None, *, dry_run: bool = False) -> int:
         """Delete every app of the partition, in bounded batches; the number of steps
-        removed."""
+        removed (with ``dry_run=True``: that it would remove, removing nothing)."""
         self._check_open("delete_partition")
-        _check_id("partition_key", partition_key, optional=True)
-        where = self._table.c.partition_key == (partition_key or "")
-        if self._encoder is not None:
-            self._encoder.forget(partition_key or "")
-        return await self._delete_batched(where, f"Deleting partition {quote(partition_key)}")
+        return await self._retention.delete_partition(partition_key, dry_run=dry_run)
 
-    async def prune(self, partition_key: str | None, app_id: str, *, keep_last: int) -> int:
+    async def prune(
+        self, partition_key: str | None, app_id: str, *, keep_last: int, dry_run: bool = False
+    ) -> int:
         """Delete all but the last ``keep_last`` (at least 1) steps of the app; the number of
-        steps removed. Resuming and forking from a kept step work as before; loading a pruned
-        step finds nothing."""
+        steps removed (with ``dry_run=True``: that it would remove, removing nothing).
+        Resuming and forking from a kept step work as before; loading a pruned step finds
+        nothing."""
         self._check_open("prune")
-        _check_ids(app_id, partition_key)
-        keep = _check_keep_last(keep_last)
-        await self._keep_loadable(keep, partition_key or "", app_id)
-        where = _retention.pruned_rows(self._table, keep, partition_key or "", app_id)
-        return await self._delete_batched(
-            where, f"Pruning app {quote(app_id)}", app_id=app_id, partition_key=partition_key
+        return await self._retention.prune(
+            partition_key, app_id, keep_last=keep_last, dry_run=dry_run
         )
 
-    async def prune_all(self, *, keep_last: int, partition_key: str | None = None) -> int:
+    async def prune_all(
+        self, *, keep_last: int, partition_key: str | None = None, dry_run: bool = False
+    ) -> int:
         """:meth:`prune` every app (of ``partition_key`` when given, else of every partition);
-        the number of steps removed."""
+        the number of steps removed (with ``dry_run=True``: that it would remove). An app
+        whose rows cannot be rebuilt into states (changed outside burr_async) is left as it
+        is, with a warning on the ``burr_async.persistence`` logger."""
         self._check_open("prune_all")
-        _check_id("partition_key", partition_key, optional=True)
-        keep = _check_keep_last(keep_last)
-        await self._keep_loadable(keep, partition_key)
-        where = _retention.pruned_rows(self._table, keep, partition_key)
-        return await self._delete_batched(where, "Pruning apps")
-
-    async def _keep_loadable(
-        self, keep_last: int, partition_key: str | None, app_id: str | None = None
-    ) -> None:
-        """Before a prune: rewrite each pruned app's oldest kept step, when it is a delta, as
-        the full state it stands for (the same state, so a load of it is unchanged), so that
-        every kept step still loads once the steps before it are gone."""
-        t = self._table
-        found = await self._select(
-            _retention.first_kept_deltas(t, keep_last, partition_key, app_id),
-            "Finding the oldest kept steps",
+        return await self._retention.prune_all(
+            keep_last=keep_last, partition_key=partition_key, dry_run=dry_run
         )
-        for row in found:
-            ids = {"app_id": row.app_uid, "partition_key": row.partition_key or None}
-            with translated(self._errors, "Keeping a pruned app loadable", **ids):
-                chain, _ = self._rebuilt(
-                    await self._writer.read_step(row.partition_key, row.app_uid, row.sequence_id)
-                )
-                try:
-                    rebuilt, _tagged = _delta.rebuild_last(chain)
-                except _delta.DamagedHistoryError as exc:
-                    raise _delta.damaged(
-                        exc, row.app_uid, row.partition_key or None, row.sequence_id
-                    ) from exc
-                key = _retention.app_rows(t, row.partition_key, row.app_uid)
-                rewrite = (
-                    sa.update(t)
-                    .where(key, t.c.sequence_id == row.sequence_id, t.c.delta == sa.true())
-                    .values(state=rebuilt, delta=False)
-                )
-                async with self._autocommit.connect() as conn:
-                    await conn.execute(rewrite)
 
-    async def expire(self, *, idle_for: dt.timedelta, partition_key: str | None = None) -> int:
+    async def expire(
+        self, *, idle_for: dt.timedelta, partition_key: str | None = None, dry_run: bool = False
+    ) -> int:
         """Delete whole apps (of ``partition_key`` when given) whose latest step is older than
-        ``idle_for``; the number of apps removed. An app that takes a step while this runs is
-        no longer idle and is spared."""
+        ``idle_for``; the number of apps removed (with ``dry_run=True``: that it would remove,
+        removing nothing). An app that takes a step while this runs is no longer idle and is
+        spared."""
         self._check_open("expire")
-        _check_id("partition_key", partition_key, optional=True)
-        cutoff = _cutoff(idle_for)
-        t = self._table
-        found = await self._select(
-            _retention.idle_apps(t, cutoff, partition_key), "Finding idle apps"
+        return await self._retention.expire(
+            idle_for=idle_for, partition_key=partition_key, dry_run=dry_run
         )
-        idle = {(row.partition_key, row.app_uid) for row in found}
-        if not idle:
-            return 0
-        if self._encoder is not None:
-            for pk, app in idle:
-                self._encoder.forget(pk, app)
-        await self._delete_batched(
-            _retention.idle_rows(t, cutoff, partition_key), "Expiring idle apps"
-        )
-        left = await self._select(
-            sa.select(t.c.partition_key, t.c.app_uid)
-            .where(sa.tuple_(t.c.partition_key, t.c.app_uid).in_(list(idle)))
-            .distinct(),
-            "Counting expired apps",
-        )
-        return len(idle) - len(left)
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def aclose(self) -> None:
@@ -630,8 +552,6 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
                 await self._engine.dispose()
 
 
-_TEXT = 3  # a stored row's state text, in STORED_COLUMNS order
-_DELTA = -1  # whether the row is a delta: the last stored column
 _ALL = 2**31 - 1  # no limit: more steps than a sequence id can number
 
 

@@ -11,11 +11,14 @@ Endpoints (``user`` is the partition key; a user never sees another user's chats
 - ``GET /users/{user}/chats``: the user's chats, most recently active first.
 - ``GET /users/{user}/chats/{app_id}``: the conversation so far and its last ``sequence_id``.
 - ``POST /users/{user}/chats/{app_id}/messages`` ``{"text": ...}``: the assistant's reply.
+- ``DELETE /users/{user}/chats/{app_id}``: delete the chat and every step of it, 204.
 
 Every request loads the chat from the database, so any number of processes can serve the same
 chats. Two messages racing on one chat cannot both be applied: both load the same step, both try
 to store the next one, the database keeps exactly one, and the loser gets 409 (nothing of it is
-stored; reload and resend).
+stored; reload and resend). A message being answered while its chat is deleted is not stored
+either: the chat's next step fails with ``AppDeletedError``, answered as 404, and the deleted
+chat is not re-created.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.engine import make_url
 
 from burr_async import (
+    AppDeletedError,
     Application,
     ApplicationBuilder,
     ConcurrentStepError,
@@ -205,6 +209,12 @@ class ChatService:
             messages=[Message.model_validate(m) for m in step.state["chat_history"]],
         )
 
+    async def delete(self, user: str, app_id: str) -> None:
+        """Delete the chat and all its steps (one transaction); ChatNotFoundError when the user
+        has no such chat. A request answering it meanwhile fails with AppDeletedError."""
+        if await self.persister.delete_app(user, app_id) == 0:
+            raise ChatNotFoundError(app_id)
+
     async def chats(self, user: str, limit: int) -> ChatList:
         apps = await self.persister.list_apps(user, limit=limit)
         return ChatList(
@@ -299,6 +309,18 @@ def create_app(
             },
         )
 
+    @app.exception_handler(AppDeletedError)
+    async def _deleted(_request: Request, exc: Exception) -> JSONResponse:
+        """The chat was deleted while this request was answering it: nothing was stored, and
+        the chat is gone, as for any unknown chat."""
+        assert isinstance(exc, AppDeletedError)
+        log.info("step of a deleted chat refused: %s", exc)
+        user, app_id = exc.partition_key or "", exc.app_id or ""
+        return JSONResponse(
+            status_code=status.HTTP_404_NOT_FOUND,
+            content={"detail": _not_found(user, app_id).detail},
+        )
+
     @app.post(
         "/users/{user}/chats",
         status_code=status.HTTP_201_CREATED,
@@ -351,5 +373,20 @@ def create_app(
                 status.HTTP_409_CONFLICT,
                 f"Chat {app_id!r} has ended ('exit'); it takes no more messages. Start a new chat.",
             ) from None
+
+    @app.delete(
+        "/users/{user}/chats/{app_id}",
+        status_code=status.HTTP_204_NO_CONTENT,
+        responses=NOT_FOUND,
+        name="delete_chat",
+    )
+    async def delete_chat(user: User, app_id: AppId, service: Service) -> Response:
+        """Delete the chat and every step of it. Another user's chat is not found (404), and
+        left as it is."""
+        try:
+            await service.delete(user, app_id)
+        except ChatNotFoundError:
+            raise _not_found(user, app_id) from None
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     return app

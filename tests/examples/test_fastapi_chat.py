@@ -280,6 +280,89 @@ async def test_an_interrupted_answer_is_given_before_the_next_message(served: Se
     ]
 
 
+@pytest.mark.anyio
+async def test_deleting_a_chat_removes_its_steps(served: Served) -> None:
+    client = served.client
+    gone, kept = await served.create("alice"), await served.create("alice")
+    await served.send("alice", gone, "hello")
+    deleted = await client.delete(f"/users/alice/chats/{gone}")
+    assert (deleted.status_code, deleted.content) == (204, b"")
+    got = await client.get(f"/users/alice/chats/{gone}")
+    assert got.status_code == 404
+    assert got.json() == {"detail": f"User 'alice' has no chat {gone!r}."}
+    sent = await client.post(f"/users/alice/chats/{gone}/messages", json={"text": "hi"})
+    assert sent.status_code == 404  # not re-created by a message
+    assert [c["app_id"] for c in (await client.get("/users/alice/chats")).json()["chats"]] == [kept]
+    async with served.persister() as persister:
+        assert await persister.history("alice", gone) == []
+        assert [s.sequence_id for s in await persister.history("alice", kept)] == [0]
+    again = await client.delete(f"/users/alice/chats/{gone}")  # already gone
+    assert again.status_code == 404
+
+
+@pytest.mark.anyio
+async def test_deleting_another_users_or_an_unknown_chat_is_404_and_removes_nothing(
+    served: Served,
+) -> None:
+    client = served.client
+    app_id = await served.create("alice")
+    await served.send("alice", app_id, "hello")
+    for user, chat in (("bob", app_id), ("alice", str(uuid.uuid4())), ("alice", "not-a-uuid")):
+        response = await client.delete(f"/users/{user}/chats/{chat}")
+        assert response.status_code == 404
+        assert response.json() == {"detail": f"User {user!r} has no chat {chat!r}."}
+    assert (await served.chat("alice", app_id))["sequence_id"] == 2
+    async with served.persister() as persister:
+        assert [s.sequence_id for s in await persister.history("alice", app_id)] == [0, 1, 2]
+
+
+class DeleteWhileAnswering(PreRunStepHookAsync):
+    """Once armed, deletes the chat (through another persister) just before its next
+    ``ai_converse`` step runs: the request already loaded it and stored the user's step."""
+
+    def __init__(self) -> None:
+        self.served: Served | None = None
+        self.removed: int | None = None
+
+    async def pre_run_step(
+        self,
+        *,
+        app_id: str,
+        partition_key: str | None,
+        sequence_id: int,
+        state: State,
+        action: Action,
+        inputs: dict[str, Any],
+        **future_kwargs: Any,
+    ) -> None:
+        if self.served is None or action.name != "ai_converse":
+            return
+        served, self.served = self.served, None
+        async with served.persister() as persister:
+            self.removed = await persister.delete_app(partition_key, app_id)
+
+
+@pytest.mark.anyio
+async def test_a_chat_deleted_while_a_message_is_answered_is_404_and_stays_deleted(
+    db: Database,
+) -> None:
+    hook = DeleteWhileAnswering()
+    async with serve(db, hooks=[hook]) as served:
+        app_id = await served.create("alice")
+        await served.send("alice", app_id, "hello")
+        hook.served = served
+        response = await served.client.post(
+            f"/users/alice/chats/{app_id}/messages", json={"text": "still there?"}
+        )
+        assert hook.removed == 4  # steps 0-2 and the user's step 3
+        assert response.status_code == 404
+        assert response.json() == {"detail": f"User 'alice' has no chat {app_id!r}."}
+        assert (await served.client.get(f"/users/alice/chats/{app_id}")).status_code == 404
+        async with served.persister() as persister:
+            assert await persister.history("alice", app_id) == []  # the answer was not stored
+            assert await persister.list_app_ids("alice") == []
+
+
 class Rendezvous(PreRunStepHookAsync):
     """Holds ``human_converse`` steps until ``parties`` of them are waiting (once armed).
 

@@ -357,6 +357,44 @@ async def test_a_history_cut_outside_burr_async_is_a_clear_error(
         await persister.history("u", app_id)
     early = await persister.load("u", app_id, 5)  # what does not depend on the cut still loads
     assert early is not None and len(early.state["chat"]) == 6
+    with pytest.raises(SerializationError, match="Cannot rebuild"):
+        await persister.prune("u", app_id, keep_last=2)
+    assert len(await rows(persister, app_id)) == 14  # nothing removed
+    await persister.delete_app("u", app_id)  # other tests prune every app of the table
+
+
+async def test_prune_all_leaves_an_app_it_cannot_rebuild_and_prunes_the_others(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    engine = db.engine()
+    try:
+        await migrate.upgrade(engine, table_name=name, schema=db.schema)
+        async with db.persister(engine, table_name=name, snapshot_every=10) as persister:
+            damaged, healthy = new_id(), new_id()
+            await chat(persister, damaged, 15)
+            saved = await chat(persister, healthy, 15)
+            t = persister.table
+            async with persister.engine.begin() as conn:
+                await conn.execute(
+                    sa.delete(t).where(t.c.app_uid == damaged, t.c.sequence_id == 11)
+                )
+            with caplog.at_level("WARNING", logger="burr_async.persistence"):
+                assert await persister.prune_all(keep_last=2) == 13
+            assert "Not pruning an app" in caplog.text and damaged in caplog.text
+            assert len(await rows(persister, damaged)) == 14
+            history = await persister.history("u", healthy)
+            assert [encoded(step.state) for step in history] == [encoded(s) for s in saved[-2:]]
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="burr_async.persistence"):
+            await migrate.downgrade(engine, "0002_0001", table_name=name, schema=db.schema)
+        assert "Cannot rebuild" in caplog.text and damaged in caplog.text  # left as it was
+        async with db.persister(engine, table_name=name) as persister:
+            assert [delta for _, delta, _ in await rows(persister, healthy)] == [False, False]
+            assert sum(delta for _, delta, _ in await rows(persister, damaged)) > 0
+    finally:
+        await migrate.downgrade(engine, "base", table_name=name, schema=db.schema)
+        await engine.dispose()
 
 
 async def test_snapshot_storage_and_other_serdes_store_full_states(db: Database) -> None:

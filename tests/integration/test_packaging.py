@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from burr_async.persistence.models import HEAD_REVISION
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -32,7 +34,12 @@ def test_wheel_contains_the_package_migrations_and_marker(wheel: Path) -> None:
     assert "burr_async/py.typed" in names
     assert "burr_async/_migrations/env.py" in names
     assert "burr_async/_migrations/script.py.mako" in names
-    assert "burr_async/_migrations/versions/0001_create_state_table.py" in names
+    for script in (
+        "0001_create_state_table.py",
+        "0002_0001_add_delta_column.py",
+        "0003_delta_rows.py",
+    ):
+        assert f"burr_async/_migrations/versions/{script}" in names
 
 
 def test_installed_wheel_migrates_from_its_own_scripts(wheel: Path, tmp_path: Path) -> None:
@@ -60,4 +67,4 @@ def test_installed_wheel_migrates_from_its_own_scripts(wheel: Path, tmp_path: Pa
     assert done.returncode == 0, done.stderr
     location, revision = done.stdout.split()
     assert location == str(site / "burr_async" / "_migrations")
-    assert revision == "0001"
+    assert revision == HEAD_REVISION

@@ -287,14 +287,14 @@ async def test_large_deletions_go_in_bounded_batches(
     every_persister = persister  # batches are statements: the database persisters' concern
     monkeypatch.setattr(_retention, "BATCH_ROWS", 3)
     statements: list[int] = []
-    original = every_persister._delete
+    original = every_persister._retention._delete
 
     async def counting(statement: Any, what: str, **ids: Any) -> int:
         removed = await original(statement, what, **ids)
         statements.append(removed)
         return removed
 
-    monkeypatch.setattr(every_persister, "_delete", counting)
+    monkeypatch.setattr(every_persister._retention, "_delete", counting)
     pk, app_id = new_id(), new_id()
     await steps(every_persister, pk, app_id, 8)
     assert await every_persister.prune(pk, app_id, keep_last=1) == 7
@@ -305,3 +305,69 @@ async def test_large_deletions_go_in_bounded_batches(
     await steps(every_persister, pk, new_id(), 3)
     assert await every_persister.delete_partition(pk) == 8
     assert max(statements) <= 3
+
+
+REMOVALS = {
+    "delete_app": lambda p, pk, app_id, **kw: p.delete_app(pk, app_id, **kw),
+    "delete_partition": lambda p, pk, app_id, **kw: p.delete_partition(pk, **kw),
+    "prune": lambda p, pk, app_id, **kw: p.prune(pk, app_id, keep_last=2, **kw),
+    "prune_all": lambda p, pk, app_id, **kw: p.prune_all(keep_last=2, partition_key=pk, **kw),
+    "prune_all_everywhere": lambda p, pk, app_id, **kw: p.prune_all(keep_last=2, **kw),
+    "expire": lambda p, pk, app_id, **kw: p.expire(
+        idle_for=dt.timedelta(days=30), partition_key=pk, **kw
+    ),
+    "expire_everywhere": lambda p, pk, app_id, **kw: p.expire(idle_for=dt.timedelta(days=30), **kw),
+}
+
+
+@pytest.mark.parametrize("operation", list(REMOVALS))
+async def test_a_dry_run_counts_what_the_call_removes_and_removes_nothing(
+    every_persister: Any, operation: str
+) -> None:
+    pk, other = new_id(), new_id()
+    idle, busy, elsewhere = new_id(), new_id(), new_id()
+    await steps(every_persister, pk, idle, 5)
+    await steps(every_persister, pk, busy, 4)
+    await steps(every_persister, other, elsewhere, 3)
+    await _age(every_persister, pk, idle, dt.timedelta(days=40))
+    await _age(every_persister, other, elsewhere, dt.timedelta(days=40))
+    apps = [(pk, idle), (pk, busy), (other, elsewhere)]
+
+    async def stored() -> list[list[int]]:
+        return [
+            [h.sequence_id for h in await every_persister.history(where, app_id)]
+            for where, app_id in apps
+        ]
+
+    remove = REMOVALS[operation]
+    before = await stored()
+    would = await remove(every_persister, pk, idle, dry_run=True)
+    assert await stored() == before  # nothing removed
+    assert await remove(every_persister, pk, idle, dry_run=True) == would  # and again
+    expected = {
+        "delete_app": 5,
+        "delete_partition": 9,
+        "prune": 3,
+        "prune_all": 3 + 2,
+        "expire": 1,
+    }
+    if operation in expected:
+        assert would == expected[operation]
+    else:  # every partition: at least these apps, and other tests' too
+        assert would >= {"prune_all_everywhere": 3 + 2 + 1, "expire_everywhere": 2}[operation]
+    assert await remove(every_persister, pk, idle) == would  # what the real call removes
+    assert await stored() != before
+    assert await remove(every_persister, pk, idle, dry_run=True) == 0  # nothing left to remove
+
+
+async def test_a_dry_run_of_an_unknown_app_or_partition_is_zero(every_persister: Any) -> None:
+    pk, app_id = new_id(), new_id()
+    assert await every_persister.delete_app(pk, app_id, dry_run=True) == 0
+    assert await every_persister.delete_partition(pk, dry_run=True) == 0
+    assert await every_persister.prune(pk, app_id, keep_last=1, dry_run=True) == 0
+    assert await every_persister.prune_all(keep_last=1, partition_key=pk, dry_run=True) == 0
+    assert (
+        await every_persister.expire(idle_for=dt.timedelta(0), partition_key=pk, dry_run=True) == 0
+    )
+    with pytest.raises(ConfigurationError, match="keep_last"):
+        await every_persister.prune(pk, app_id, keep_last=0, dry_run=True)
