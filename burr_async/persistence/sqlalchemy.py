@@ -296,6 +296,24 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         not stored, except for :class:`~burr_async.errors.CommitUnknownError` (saving the same
         step again settles that). A row already at this (partition_key, app_id, sequence_id)
         is never overwritten: :class:`~burr_async.errors.ConcurrentStepError`."""
+        await self._save(
+            partition_key, app_id, sequence_id, position, state, status, error, parent, None
+        )
+
+    async def _save(
+        self,
+        partition_key: str | None,
+        app_id: str,
+        sequence_id: int,
+        position: str,
+        state: State,
+        status: Status,
+        error: str | None,
+        parent: ParentPointer | None,
+        created_at: dt.datetime | None,
+    ) -> None:
+        """:meth:`save`, stamped ``created_at`` (an aware datetime) instead of now: how
+        ``burr-async import-burr`` keeps the time Burr stored a step at."""
         self._check_open("save")
         _check_ids(app_id, partition_key)
         with translated(
@@ -325,7 +343,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
                 status,
                 encoded.decode(),
                 None if error is None else error.replace("\x00", "\\x00"),
-                dt.datetime.now(dt.UTC),
+                dt.datetime.now(dt.UTC) if created_at is None else created_at,
                 parent.app_id if parent else None,
                 (parent.partition_key or "") if parent else None,
                 parent.sequence_id if parent else None,
