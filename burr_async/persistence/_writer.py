@@ -156,6 +156,7 @@ class GroupWriter:
         self._reading = False
         self._active_reads = 0
         self._idle: anyio.Event | None = None  # set once the writes and reads under way end
+        self._closed: anyio.Event | None = None  # set once aclose has returned the connections
         self._unsettled: dict[Key, None] = {}  # keys whose write's outcome was left open
 
     # -- writing ------------------------------------------------------------------------------
@@ -395,8 +396,17 @@ class GroupWriter:
 
     async def aclose(self) -> None:
         """Wait for the writes and reads under way, then return the held connections. Safe to
-        call several times, and concurrently: every caller waits for the same end."""
+        call several times, and concurrently: every caller waits for the same end, the held
+        connections back in the pool (so that a caller may dispose the engine next)."""
         while self._idle is not None:
             await self._idle.wait()
-        await self._held.aclose()
-        await self._reader.aclose()
+        if self._closed is not None:  # another caller is returning them: wait for it
+            await self._closed.wait()
+            return
+        self._closed = closed = anyio.Event()
+        try:
+            await self._held.aclose()
+            await self._reader.aclose()
+        finally:
+            self._closed = None
+            closed.set()

@@ -30,6 +30,8 @@ class ServerError(Exception):
 
 
 class _Connection:
+    close_delay = 0.0  # how long returning a connection to the pool takes
+
     def __init__(self, driver: object) -> None:
         self.driver_connection = driver
         self.closed = False
@@ -48,6 +50,7 @@ class _Connection:
         return self
 
     async def close(self) -> None:
+        await anyio.sleep(self.close_delay)
         self.closed = True
 
     async def invalidate(self) -> None:
@@ -386,6 +389,31 @@ async def test_concurrent_acloses_wait_for_the_write_in_flight(
             dialect.gate.set()
     assert sorted(closed) == [1, 2]
     assert ("p", "a", 0) in dialect.rows
+
+
+async def test_concurrent_acloses_return_once_every_held_connection_is_back(
+    writer: GroupWriter, dialect: FakeDialect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each caller may dispose the engine as soon as aclose returns: a connection still on its
+    way back to the pool then would never be closed (aiosqlite: "deleted before being
+    closed")."""
+    engine: FakeEngine = writer._engine  # type: ignore[assignment]
+    await writer.write(row("a"))
+    await writer._read(dialect.is_stored, row("a"))  # now the writer and the reader are held
+    assert len(engine.opened) == 2
+    monkeypatch.setattr(_Connection, "close_delay", 0.01)
+    still_open: list[int] = []
+
+    async def close() -> None:
+        await writer.aclose()
+        still_open.append(sum(not c.closed for c in engine.opened))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(close)
+            tg.start_soon(close)
+    assert still_open == [0, 0]
+    await writer.aclose()  # and again, later: nothing left to do
 
 
 async def test_a_cancelled_write_still_settles_before_the_cancellation(
