@@ -268,8 +268,9 @@ class AppDeletedError(PersistenceError):
 
 
 class CommitUnknownError(PersistenceError):
-    """A step's write was sent, the connection failed before the database answered, and the
-    persister could not read back whether the row committed.
+    """A step's write was sent, the connection failed (or the database did not answer within
+    the statement timeout) before the database answered, and the persister could not read back
+    whether the row committed.
 
     The application did not advance. Its next call settles the step: it writes the very same
     step again, which succeeds whether or not the first write had landed; no action runs

@@ -248,6 +248,12 @@ class Dialect(ABC):
         broke, or the reply was lost. Any error the database itself reported for the
         statement means it did not commit."""
 
+    def may_commit_later(self, exc: BaseException) -> bool:
+        """Whether a write that raised ``exc`` may still be running in the database, so that a
+        read-back finding no row proves nothing: the client stopped waiting for the answer (a
+        timeout) without the database saying that the statement ended."""
+        return False
+
     @abstractmethod
     def is_missing_table(self, exc: BaseException) -> bool:
         """Whether ``exc`` says the table (or its schema) does not exist."""
@@ -255,6 +261,12 @@ class Dialect(ABC):
     def is_broken(self, driver: Any) -> bool:
         """Whether a held driver connection can no longer be used."""
         return False
+
+    def abort(self, driver: Any) -> None:
+        """Drop a driver connection that failed, at once and without a word to the server,
+        before it is invalidated: a graceful close would wait for a server that may have
+        stopped answering. Nothing to do where a connection cannot go silent."""
+        return
 
     # -- provisioning -------------------------------------------------------------------------
     @staticmethod

@@ -1,8 +1,9 @@
 """Postgres through asyncpg: everything burr_async knows about it lives here.
 
 The write path's SQL (a prepared single-row INSERT, and ``unnest`` of column arrays for a batch:
-one prepared statement whatever the batch size), error classification by SQLSTATE, and the
-advisory lock that lets several processes provision one table at once.
+one prepared statement whatever the batch size), the bound on how long each of its statements
+waits for the server, error classification by SQLSTATE, and the advisory lock that lets several
+processes provision one table at once.
 """
 
 from __future__ import annotations
@@ -26,6 +27,24 @@ _CONNECTION_CLASS = "08"  # connection exception
 # operator intervention that ends the session: the statement may have committed before it
 _SESSION_ENDED = ("57P01", "57P02", "57P03", "57P04", "57P05")
 _UNDEFINED = ("42P01", "3F000")  # undefined_table, invalid_schema_name
+
+STATEMENT_TIMEOUT = 30.0
+"""Seconds a statement of the write path or of a load waits for the server's answer, unless the
+connection has asyncpg's own ``command_timeout`` (``connect_args={"command_timeout": ...}``),
+which then applies instead. A connection that stops answering (a network partition: no reply,
+no reset) would otherwise hold a write, which cancellation cannot interrupt, for as long as TCP
+keeps the socket. Past it, asyncpg asks the server to cancel the statement and raises
+TimeoutError: the write's outcome is open, its connection is dropped, and the writer reads the
+row back on another one (see ``_writer``). 30 s, as SQLite's busy timeout: one INSERT takes
+milliseconds, a batch of large states on a loaded server seconds."""
+
+
+def _timeout(driver: Any) -> float:
+    """The bound for one statement on ``driver``: its ``command_timeout`` when it has one."""
+    # asyncpg keeps the connection's settings in ``_config`` and offers no public accessor;
+    # without it, the default applies
+    own = getattr(getattr(driver, "_config", None), "command_timeout", None)
+    return float(own) if own is not None else STATEMENT_TIMEOUT
 
 
 def _sqlstate(exc: BaseException) -> str:
@@ -74,20 +93,20 @@ class PostgresDialect(Dialect):
         )
 
     async def insert_one(self, driver: Any, row: RowValues) -> bool:
-        status: str = await driver.execute(self._one_sql, *row)
+        status: str = await driver.execute(self._one_sql, *row, timeout=_timeout(driver))
         return status.endswith(" 1")
 
     async def insert_many(self, driver: Any, rows: Sequence[RowValues]) -> set[Key]:
         columns = list(zip(*rows, strict=True))
-        records = await driver.fetch(self._many_sql, *columns)
+        records = await driver.fetch(self._many_sql, *columns, timeout=_timeout(driver))
         return {tuple(record) for record in records}
 
     async def fetch(self, driver: Any, sql: str, args: list[Any]) -> Sequence[Any] | None:
-        record = await driver.fetchrow(sql, *args)
+        record = await driver.fetchrow(sql, *args, timeout=_timeout(driver))
         return None if record is None else tuple(record)
 
     async def fetch_all(self, driver: Any, sql: str, args: list[Any]) -> list[Sequence[Any]]:
-        return list(await driver.fetch(sql, *args))
+        return list(await driver.fetch(sql, *args, timeout=_timeout(driver)))
 
     def same_state(self) -> sa.ColumnElement[Any]:
         # JSONB normalises what it stores (key order, spacing): compare as JSONB
@@ -99,6 +118,12 @@ class PostgresDialect(Dialect):
 
     def is_broken(self, driver: Any) -> bool:
         return driver is None or bool(driver.is_closed())
+
+    def abort(self, driver: Any) -> None:
+        """Close the socket at once (asyncpg's ``terminate``): SQLAlchemy's invalidation would
+        first try a graceful close, which waits up to 2 s on a connection gone silent."""
+        if driver is not None:
+            driver.terminate()
 
     def is_row_error(self, exc: BaseException) -> bool:
         if isinstance(exc, ValueError | TypeError | OverflowError):
@@ -112,6 +137,11 @@ class PostgresDialect(Dialect):
             code = _sqlstate(exc)
             return code[:2] == _CONNECTION_CLASS or code in _SESSION_ENDED
         return True  # the connection broke, a timeout, the reply lost on the way
+
+    def may_commit_later(self, exc: BaseException) -> bool:
+        # asyncpg stopped waiting (STATEMENT_TIMEOUT); the server finishes the statement unless
+        # the cancel request reached it, and the socket's close alone does not stop it
+        return isinstance(exc, TimeoutError)
 
     def is_missing_table(self, exc: BaseException) -> bool:
         return _sqlstate(exc) in _UNDEFINED

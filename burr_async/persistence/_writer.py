@@ -11,10 +11,15 @@ released when its row's statement has committed. A row whose key is taken fails 
 batch at once.
 
 When a write fails in a way that leaves its outcome open (the connection broke, the reply was
-lost), the caller reads its key back and compares what is stored with the exact row it sent:
-the same step means committed, no row means not stored, another step is a conflict. If it cannot
-tell, :class:`~burr_async.errors.CommitUnknownError`; writing the same step again then settles it
-(a taken key holding that very step counts as committed, for keys left open that way).
+lost, the database did not answer within the dialect's statement timeout), its connection is
+dropped and the caller reads its key back on another one, comparing what is stored with the
+exact row it sent: the same step means committed, no row means not stored (unless the statement
+may still be running, after a timeout), another step is a conflict. The read-backs take at most
+:data:`SETTLE_TIMEOUT` in all. If they cannot tell, :class:`~burr_async.errors.CommitUnknownError`;
+writing the same step again then settles it (a taken key holding that very step counts as
+committed, for keys left open that way). So no wait of a write is unbounded, although a write
+cannot be cancelled: a silent connection holds a step for the statement timeout plus the
+read-backs, at most.
 
 Loading a step (what resuming costs) is one statement on a second held connection; a load that
 overlaps another checks a connection out of the pool instead.
@@ -44,6 +49,9 @@ T = TypeVar("T")
 MAX_BATCH = 200
 SETTLE_DELAYS = (0.0, 0.1, 0.25, 0.5, 1.0)
 """Pauses before each read-back of a write whose outcome is open (about 2 s in all)."""
+SETTLE_TIMEOUT = 5.0
+"""The longest the read-backs of one write take in all, pauses included: past it (the database
+does not answer, or a new connection cannot be opened), CommitUnknownError."""
 _UNSETTLED_LIMIT = 10_000
 
 
@@ -81,11 +89,14 @@ class _HeldConnection:
     """One connection of the engine's pool, held between uses (no checkout per statement) and
     replaced after a failure."""
 
-    __slots__ = ("_engine", "_invalidate", "connection", "driver")
+    __slots__ = ("_abort", "_engine", "_invalidate", "connection", "driver")
 
-    def __init__(self, engine: AsyncEngine, *, invalidate: bool) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, invalidate: bool, abort: Callable[[Any], None]
+    ) -> None:
         self._engine = engine
         self._invalidate = invalidate
+        self._abort = abort
         self.connection: AsyncConnection | None = None
         self.driver: Any = None
 
@@ -99,21 +110,32 @@ class _HeldConnection:
 
     async def discard(self) -> None:
         """Let go of the connection after a failure; the next ``get`` checks one out again.
-        A network connection is invalidated (it may be broken); an embedded one is returned."""
-        connection, self.connection, self.driver = self.connection, None, None
+        A network connection is dropped at once and invalidated (it may be broken or silent);
+        an embedded one is returned."""
+        connection, driver = self.connection, self.driver
+        self.connection, self.driver = None, None
         if connection is not None:
-            try:
-                if self._invalidate:
-                    await connection.invalidate()
-                await connection.close()
-            except Exception:  # the connection is already gone; nothing left to release
-                return
+            await _release(connection, driver, invalidate=self._invalidate, abort=self._abort)
 
     async def aclose(self) -> None:
         """Return the connection to the pool."""
         connection, self.connection, self.driver = self.connection, None, None
         if connection is not None:
             await connection.close()
+
+
+async def _release(
+    connection: AsyncConnection, driver: Any, *, invalidate: bool, abort: Callable[[Any], None]
+) -> None:
+    """Give a connection back after a failure: a network one (``invalidate``) is dropped at once
+    and invalidated, so that the pool opens a new one; an embedded one is returned."""
+    try:
+        if invalidate:
+            abort(driver)
+            await connection.invalidate()
+        await connection.close()
+    except Exception:  # the connection is already gone; nothing left to release
+        return
 
 
 class GroupWriter:
@@ -125,11 +147,16 @@ class GroupWriter:
         self.dialect = dialect
         self._queue: list[_Pending] = []
         self._leading = False
-        self._held = _HeldConnection(engine, invalidate=dialect.invalidate_failed)
-        self._reader = _HeldConnection(engine, invalidate=dialect.invalidate_failed)
+        self._held = _HeldConnection(
+            engine, invalidate=dialect.invalidate_failed, abort=dialect.abort
+        )
+        self._reader = _HeldConnection(
+            engine, invalidate=dialect.invalidate_failed, abort=dialect.abort
+        )
         self._reading = False
         self._active_reads = 0
         self._idle: anyio.Event | None = None  # set once the writes and reads under way end
+        self._closed: anyio.Event | None = None  # set once aclose has returned the connections
         self._unsettled: dict[Key, None] = {}  # keys whose write's outcome was left open
 
     # -- writing ------------------------------------------------------------------------------
@@ -158,26 +185,40 @@ class GroupWriter:
 
     async def _settle(self, values: RowValues, cause: Exception) -> None:
         """After a write failed with its outcome open: read the key back until it can be told
-        whether this row is stored."""
-        for delay in SETTLE_DELAYS:
-            await anyio.sleep(delay)
-            try:
-                stored = await self._read(self._stored, values)
-            except Exception:  # still unreachable: try again after a pause
-                continue
-            if stored is None:
-                raise cause  # not stored: the caller may retry
-            if stored:
-                return
-            raise self._conflict(values) from cause
+        whether this row is stored, for at most SETTLE_TIMEOUT."""
+        absent = False  # read back, and not stored (yet)
+        with anyio.move_on_after(SETTLE_TIMEOUT):
+            for delay in SETTLE_DELAYS:
+                await anyio.sleep(delay)
+                try:
+                    stored = await self._read(self._stored, values)
+                except Exception:  # still unreachable: try again after a pause
+                    continue
+                if stored:
+                    return
+                if stored is not None:
+                    raise self._conflict(values) from cause
+                if not self.dialect.may_commit_later(cause):
+                    raise cause  # not stored: the caller may retry
+                absent = True
+                break
         key: Key = values[KEY]
         self._unsettled[key] = None
         while len(self._unsettled) > _UNSETTLED_LIMIT:
             del self._unsettled[next(iter(self._unsettled))]
+        if absent:
+            what = (
+                "The step's write got no answer in time and is not stored yet, but the database "
+                "may still be running it"
+            )
+        else:
+            what = (
+                "The step's write was sent but the connection failed (or went silent) before the "
+                "database answered, and reading it back failed too"
+            )
         raise CommitUnknownError(
-            "The step's write was sent but the connection failed before the database answered, "
-            "and reading it back failed too; whether it committed is unknown. Writing this same "
-            "step again settles it (the application does this on its next call)",
+            f"{what}; whether it committed is unknown. Writing this same step again settles it "
+            "(the application does this on its next call)",
             app_id=key[1],
             partition_key=key[0] or None,
             sequence_id=key[2],
@@ -316,7 +357,17 @@ class GroupWriter:
             if self._reading:
                 async with self._engine.connect() as conn:
                     raw = await conn.get_raw_connection()
-                    return await query(raw.driver_connection, *args)
+                    try:
+                        return await query(raw.driver_connection, *args)
+                    except BaseException:  # as below: never back to the pool mid-statement
+                        with anyio.CancelScope(shield=True):
+                            await _release(
+                                conn,
+                                raw.driver_connection,
+                                invalidate=self.dialect.invalidate_failed,
+                                abort=self.dialect.abort,
+                            )
+                        raise
             self._reading = True
             try:
                 return await query(await self._reader.get(), *args)
@@ -346,8 +397,17 @@ class GroupWriter:
 
     async def aclose(self) -> None:
         """Wait for the writes and reads under way, then return the held connections. Safe to
-        call several times, and concurrently: every caller waits for the same end."""
+        call several times, and concurrently: every caller waits for the same end, the held
+        connections back in the pool (so that a caller may dispose the engine next)."""
         while self._idle is not None:
             await self._idle.wait()
-        await self._held.aclose()
-        await self._reader.aclose()
+        if self._closed is not None:  # another caller is returning them: wait for it
+            await self._closed.wait()
+            return
+        self._closed = closed = anyio.Event()
+        try:
+            await self._held.aclose()
+            await self._reader.aclose()
+        finally:
+            self._closed = None
+            closed.set()

@@ -30,6 +30,8 @@ class ServerError(Exception):
 
 
 class _Connection:
+    close_delay = 0.0  # how long returning a connection to the pool takes
+
     def __init__(self, driver: object) -> None:
         self.driver_connection = driver
         self.closed = False
@@ -48,6 +50,7 @@ class _Connection:
         return self
 
     async def close(self) -> None:
+        await anyio.sleep(self.close_delay)
         self.closed = True
 
     async def invalidate(self) -> None:
@@ -82,6 +85,9 @@ class FakeDialect:
         self.lose_reply = False
         self.fail_write: Exception | None = None
         self.reads_fail = 0
+        self.time_out: str | None = None  # "stored" / "not_stored": no answer in time
+        self.reads_hang = False  # the database stops answering reads
+        self.aborted: list[object] = []  # driver connections dropped after a failure
 
     def _insert(self, values: tuple[Any, ...]) -> bool:
         if values[1] in self.bad_apps:
@@ -97,9 +103,13 @@ class FakeDialect:
             await self.gate.wait()
         if self.fail_write is not None:
             raise self.fail_write
+        if self.time_out == "not_stored":  # still running when the client gave up
+            raise TimeoutError
         inserted = self._insert(values)
         if self.lose_reply:
             raise ConnectionResetError("the reply was lost")
+        if self.time_out == "stored":  # committed, but the answer never came
+            raise TimeoutError
         return inserted
 
     async def insert_many(
@@ -119,12 +129,20 @@ class FakeDialect:
         return isinstance(exc, RowRejected)
 
     def outcome_unknown(self, exc: BaseException) -> bool:
-        return isinstance(exc, ConnectionResetError)
+        return isinstance(exc, ConnectionResetError | TimeoutError)
+
+    def may_commit_later(self, exc: BaseException) -> bool:
+        return isinstance(exc, TimeoutError)
 
     def is_broken(self, driver: object) -> bool:
         return False
 
+    def abort(self, driver: object) -> None:
+        self.aborted.append(driver)
+
     async def is_stored(self, driver: object, values: tuple[Any, ...]) -> bool | None:
+        if self.reads_hang:
+            await anyio.sleep_forever()
         if self.reads_fail:
             self.reads_fail -= 1
             raise ConnectionResetError("the database is unreachable")
@@ -291,6 +309,56 @@ async def test_writing_another_step_after_an_unknown_outcome_is_a_conflict(
         await writer.write(row("a", state='{"v": 2}'))
 
 
+async def test_a_write_without_an_answer_in_time_is_dropped_and_read_back_on_a_new_connection(
+    writer: GroupWriter, dialect: FakeDialect
+) -> None:
+    """The statement timed out after it committed: the silent connection is dropped at once
+    (not closed gracefully: it would wait for an answer too) and the read-back settles it."""
+    engine: FakeEngine = writer._engine  # type: ignore[assignment]
+    dialect.time_out = "stored"
+    await writer.write(row("a"))
+    assert ("p", "a", 0) in dialect.rows
+    silent = engine.opened[0]
+    assert dialect.aborted == [silent.driver_connection] and silent.closed
+    dialect.time_out = None
+    await writer.write(row("b"))  # on a new writer connection
+    writers = [c for c in engine.opened if c is not silent and not c.closed]
+    assert len(writers) == 2  # the new writer and the reader
+
+
+async def test_a_timed_out_write_not_stored_yet_is_unknown_not_failed(
+    writer: GroupWriter, dialect: FakeDialect
+) -> None:
+    """No row at the key proves nothing after a timeout: the database may still commit the
+    statement. CommitUnknownError, and writing the same step again counts it either way."""
+    dialect.time_out = "not_stored"
+    with pytest.raises(CommitUnknownError, match="may still be running it"):
+        await writer.write(row("a", state='{"v": 1}'))
+    dialect.time_out = None
+    dialect.rows[("p", "a", 0)] = row("a", state='{"v": 1}')  # it committed after all
+    await writer.write(row("a", state='{"v": 1}'))
+    with pytest.raises(ConcurrentStepError):  # settled
+        await writer.write(row("a", state='{"v": 1}'))
+
+
+async def test_read_backs_that_get_no_answer_end_within_the_settle_timeout(
+    writer: GroupWriter, dialect: FakeDialect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that stops answering altogether: the write times out, then every read-back
+    would wait too; the whole settling is cut at SETTLE_TIMEOUT and the step is unknown."""
+    monkeypatch.setattr(_writer, "SETTLE_TIMEOUT", 0.2)
+    dialect.time_out = "stored"
+    dialect.reads_hang = True
+    started = anyio.current_time()
+    with anyio.fail_after(5), pytest.raises(CommitUnknownError, match="went silent"):
+        await writer.write(row("a", state='{"v": 1}'))
+    assert 0.2 <= anyio.current_time() - started < 1
+    assert len(dialect.aborted) == 2  # the writer's connection and the reader's
+    dialect.time_out, dialect.reads_hang = None, False
+    await writer.write(row("a", state='{"v": 1}'))  # the same step again: committed
+    await writer.aclose()
+
+
 async def test_a_taken_key_never_counts_as_this_step_unless_its_outcome_was_open(
     writer: GroupWriter, dialect: FakeDialect
 ) -> None:
@@ -321,6 +389,31 @@ async def test_concurrent_acloses_wait_for_the_write_in_flight(
             dialect.gate.set()
     assert sorted(closed) == [1, 2]
     assert ("p", "a", 0) in dialect.rows
+
+
+async def test_concurrent_acloses_return_once_every_held_connection_is_back(
+    writer: GroupWriter, dialect: FakeDialect, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each caller may dispose the engine as soon as aclose returns: a connection still on its
+    way back to the pool then would never be closed (aiosqlite: "deleted before being
+    closed")."""
+    engine: FakeEngine = writer._engine  # type: ignore[assignment]
+    await writer.write(row("a"))
+    await writer._read(dialect.is_stored, row("a"))  # now the writer and the reader are held
+    assert len(engine.opened) == 2
+    monkeypatch.setattr(_Connection, "close_delay", 0.01)
+    still_open: list[int] = []
+
+    async def close() -> None:
+        await writer.aclose()
+        still_open.append(sum(not c.closed for c in engine.opened))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(close)
+            tg.start_soon(close)
+    assert still_open == [0, 0]
+    await writer.aclose()  # and again, later: nothing left to do
 
 
 async def test_a_cancelled_write_still_settles_before_the_cancellation(
