@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 from burr_async._lazy import lazy_exports
 from burr_async.actions import (
     Action,
+    AsyncStreamingAction,
     FunctionAction,
+    Input,
     Result,
     StreamingAction,
     StreamingFunctionAction,
@@ -18,7 +20,8 @@ from burr_async.actions import (
 )
 from burr_async.application import Application
 from burr_async.builder import ApplicationBuilder
-from burr_async.conditions import Condition, default, expr, when
+from burr_async.conditions import Condition, default, expr, safe_expr, when
+from burr_async.context import ApplicationContext
 from burr_async.errors import (
     ActionError,
     AppDeletedError,
@@ -35,13 +38,15 @@ from burr_async.errors import (
     MissingInputError,
     MissingWriteError,
     PersistenceError,
+    ReservedInputError,
     SchemaAheadError,
     SchemaOutOfDateError,
     SerializationError,
     StateNotFoundError,
+    StateOperationError,
     UndeclaredWriteError,
 )
-from burr_async.graph import Graph, Transition
+from burr_async.graph import ApplicationGraph, Graph, GraphBuilder, Transition
 from burr_async.hooks import (
     ExecuteMethod,
     PostApplicationCreateHook,
@@ -65,7 +70,7 @@ from burr_async.persistence.base import (
 from burr_async.persistence.memory import InMemoryPersister
 from burr_async.serde import OrjsonSerde, Serde
 from burr_async.state import State
-from burr_async.streaming import StreamingResultContainer
+from burr_async.streaming import AsyncStreamingResultContainer, StreamingResultContainer
 
 if TYPE_CHECKING:
     from burr_async.persistence.sqlalchemy import (
@@ -91,9 +96,13 @@ __all__ = [
     "Application",
     "ApplicationBuilder",
     "ApplicationBusyError",
+    "ApplicationContext",
+    "ApplicationGraph",
     "AsyncBaseStateLoader",
     "AsyncBaseStatePersister",
     "AsyncBaseStateSaver",
+    "AsyncStreamingAction",
+    "AsyncStreamingResultContainer",
     "BurrAsyncError",
     "CommitUnknownError",
     "ConcurrentStepError",
@@ -103,9 +112,11 @@ __all__ = [
     "ExecuteMethod",
     "FunctionAction",
     "Graph",
+    "GraphBuilder",
     "GraphValidationError",
     "HookError",
     "InMemoryPersister",
+    "Input",
     "InvalidActionResultError",
     "InvalidIdentifierError",
     "MissingInputError",
@@ -124,6 +135,7 @@ __all__ = [
     "PreApplicationExecuteCallHookAsync",
     "PreRunStepHook",
     "PreRunStepHookAsync",
+    "ReservedInputError",
     "Result",
     "SQLAlchemyPersister",
     "SQLitePersister",
@@ -133,6 +145,7 @@ __all__ = [
     "SerializationError",
     "State",
     "StateNotFoundError",
+    "StateOperationError",
     "StreamingAction",
     "StreamingFunctionAction",
     "StreamingResultContainer",
@@ -141,6 +154,7 @@ __all__ = [
     "action",
     "default",
     "expr",
+    "safe_expr",
     "streaming_action",
     "when",
 ]
