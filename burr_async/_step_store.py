@@ -4,6 +4,7 @@ be saved again."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from burr_async._shield import run_to_completion
@@ -48,6 +49,29 @@ class StepStore:
     _persister: AsyncBaseStateSaver | None
     _parent: ParentPointer | None
     _unsettled: StoredStep | None
+    _state: State
+    _sequence_id: int | None
+    _position: str | None
+    _status: Status
+    _error: str | None
+
+    async def _apply_change(self, step: StoredStep) -> None:
+        """Store a state change (no action ran) and apply it once it is stored."""
+        cancelled = await self._persist(step)
+        self._state = step.state
+        self._sequence_id = step.sequence_id
+        self._position = None if step.position == AT_ENTRYPOINT else step.position
+        self._status = step.status
+        self._error = step.error
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _settle_change(self) -> None:
+        """Save again a state change whose commit was unknown, and apply it: the next call
+        settles it before it does anything else."""
+        pending = self._unsettled
+        if pending is not None and pending.action is None:
+            await self._apply_change(pending)
 
     async def _persist(self, step: StoredStep) -> bool:
         """Save the step and return once it is durable, even if the caller is cancelled

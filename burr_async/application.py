@@ -292,7 +292,7 @@ class Application(StepStore):
         is unchanged (see :class:`~burr_async.errors.PersistenceError`).
         """
         state = new_state if isinstance(new_state, State) else State(new_state)
-        await self._change(state, self._position, self._status, "update_state")
+        await self._change("update_state", state)
 
     async def reset_to_entrypoint(self) -> None:
         """Make the next step run the entrypoint, as a step of its own: awaited, and persisted.
@@ -302,44 +302,38 @@ class Application(StepStore):
         failed last step is not re-run. Burr's ``reset_to_entrypoint`` is not stored; here it
         must be awaited.
         """
-        await self._change(self._state, None, "completed", "reset_to_entrypoint")
+        await self._change("reset_to_entrypoint", None)
 
-    async def _change(self, state: State, position: str | None, status: Status, what: str) -> None:
+    async def _change(self, what: str, state: State | None) -> None:
+        """Store ``state`` at the current position and status, or (None) the current state
+        at the entrypoint, once any step left unsettled is settled."""
         self._refuse_if_busy(what)
         self._busy = True
         try:
             await self._settle_change()
-            error = self._error if status == "failed" else None
-            step = StoredStep(
-                None,
-                position if position is not None else AT_ENTRYPOINT,
-                self._next_sequence_id(),
-                state,
-                status,
-                error,
-                None,
-                None,
-            )
+            pending = self._unsettled  # an action's step whose commit is unknown: store it
+            if pending is not None and pending.action is not None:
+                if pending.sequence_id == self._next_sequence_id():
+                    if pending.exception is None:
+                        assert pending.result is not None
+                        await self._commit(
+                            pending.action, pending.sequence_id, pending.state, pending.result
+                        )
+                    else:
+                        await self._fail(pending.action, pending.sequence_id, pending.exception)
+            sequence_id = self._next_sequence_id()
+            if state is None:
+                step = StoredStep(
+                    None, AT_ENTRYPOINT, sequence_id, self._state, "completed", None, None, None
+                )
+            else:
+                position = self._position if self._position is not None else AT_ENTRYPOINT
+                step = StoredStep(
+                    None, position, sequence_id, state, self._status, self._error, None, None
+                )
             await self._apply_change(step)
         finally:
             self._busy = False
-
-    async def _apply_change(self, step: StoredStep) -> None:
-        cancelled = await self._persist(step)
-        self._state = step.state
-        self._sequence_id = step.sequence_id
-        self._position = None if step.position == AT_ENTRYPOINT else step.position
-        self._status = step.status
-        self._error = step.error
-        if cancelled:
-            raise asyncio.CancelledError
-
-    async def _settle_change(self) -> None:
-        """Save again a state change whose commit was unknown, and apply it: the next call
-        settles it before it does anything else."""
-        pending = self._unsettled
-        if pending is not None and pending.action is None:
-            await self._apply_change(pending)
 
     # -- internals ----------------------------------------------------------------------------
     @asynccontextmanager

@@ -625,3 +625,32 @@ async def test_an_update_state_whose_commit_is_unknown_is_settled_by_the_next_ca
         (0, "@entrypoint", 2),
         (1, "increment", 3),
     ]
+
+
+class _LostSaves(InMemoryPersister):
+    """The first ``lost`` saves never land, and their outcome is unknown to the caller."""
+
+    def __init__(self, lost: int) -> None:
+        super().__init__()
+        self.lost = lost
+
+    async def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.lost:
+            self.lost -= 1
+            raise CommitUnknownError("the connection dropped", app_id="c")
+        await super().save(*args, **kwargs)
+
+
+async def test_update_state_first_settles_an_actions_step_whose_commit_is_unknown() -> None:
+    persister = _LostSaves(lost=1)
+    app = await _persisted_counter(persister)
+    with pytest.raises(CommitUnknownError):
+        await app.astep()
+    assert app.sequence_id is None
+    await app.update_state(State({"count": 50}))
+    rows = await persister.history(None, "c")
+    assert [(r.sequence_id, r.position, r.state["count"]) for r in rows] == [
+        (0, "increment", 1),  # the step, saved again (its action did not run again)
+        (1, "increment", 50),  # then the update, at the step's position
+    ]
+    assert (app.sequence_id, app.position, app.state["count"]) == (1, "increment", 50)
