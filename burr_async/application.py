@@ -312,15 +312,18 @@ class Application(StepStore):
         try:
             await self._settle_change()
             pending = self._unsettled  # an action's step whose commit is unknown: store it
-            if pending is not None and pending.action is not None:
-                if pending.sequence_id == self._next_sequence_id():
-                    if pending.exception is None:
-                        assert pending.result is not None
-                        await self._commit(
-                            pending.action, pending.sequence_id, pending.state, pending.result
-                        )
-                    else:
-                        await self._fail(pending.action, pending.sequence_id, pending.exception)
+            if (
+                pending is not None
+                and pending.action is not None
+                and pending.sequence_id == self._next_sequence_id()
+            ):
+                if pending.exception is None:
+                    assert pending.result is not None
+                    await self._commit(
+                        pending.action, pending.sequence_id, pending.state, pending.result
+                    )
+                else:
+                    await self._fail(pending.action, pending.sequence_id, pending.exception)
             sequence_id = self._next_sequence_id()
             if state is None:
                 step = StoredStep(
