@@ -67,25 +67,39 @@ from burr_async.persistence.base import (
     ParentPointer,
     PersistedStateData,
 )
-from burr_async.persistence.memory import InMemoryPersister
+from burr_async.persistence.memory import (
+    AsyncDevNullPersister,
+    AsyncInMemoryPersister,
+    InMemoryPersister,
+)
 from burr_async.serde import OrjsonSerde, Serde
 from burr_async.state import State
 from burr_async.streaming import AsyncStreamingResultContainer, StreamingResultContainer
 
 if TYPE_CHECKING:
-    from burr_async.persistence.sqlalchemy import (
+    from burr_async.persistence.burr_names import (
+        AsyncPostgreSQLPersister,
+        AsyncSQLitePersister,
         PostgreSQLPersister,
-        SQLAlchemyPersister,
         SQLitePersister,
     )
+    from burr_async.persistence.sqlalchemy import SQLAlchemyPersister
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
     globals(),
-    dict.fromkeys(
-        ("PostgreSQLPersister", "SQLAlchemyPersister", "SQLitePersister"),
-        "burr_async.persistence.sqlalchemy",
-    ),
+    {
+        "SQLAlchemyPersister": "burr_async.persistence.sqlalchemy",
+        **dict.fromkeys(
+            (
+                "AsyncPostgreSQLPersister",
+                "AsyncSQLitePersister",
+                "PostgreSQLPersister",
+                "SQLitePersister",
+            ),
+            "burr_async.persistence.burr_names",
+        ),
+    },
 )
 
 __all__ = [
@@ -101,6 +115,10 @@ __all__ = [
     "AsyncBaseStateLoader",
     "AsyncBaseStatePersister",
     "AsyncBaseStateSaver",
+    "AsyncDevNullPersister",
+    "AsyncInMemoryPersister",
+    "AsyncPostgreSQLPersister",
+    "AsyncSQLitePersister",
     "AsyncStreamingAction",
     "AsyncStreamingResultContainer",
     "BurrAsyncError",

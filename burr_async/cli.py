@@ -6,6 +6,7 @@
 * ``apps``, ``history``, ``show``, ``diff``: read the steps a persister stored (``apps`` and
   ``history`` a page at a time, printing the command for the next page).
 * ``delete``, ``prune``, ``expire``: remove stored steps.
+* ``import-burr``: copy the apps Burr's persisters stored (``burr_async._burr_import``).
 
 ``apps``, ``history`` and the removing commands live in ``burr_async._cli_storage``.
 * ``graph MODULE:OBJECT``: print the graph of a builder, application or graph as Mermaid text.
@@ -559,8 +560,8 @@ def _import_object(target: str) -> object:
     return obj
 
 
-# apps, history, delete, prune and expire register themselves on ``cli``.
-from burr_async import _cli_storage  # noqa: E402, F401
+# apps, history, delete, prune and expire (and import-burr) register themselves on ``cli``.
+from burr_async import _burr_import, _cli_storage  # noqa: E402, F401
 
 
 def main() -> None:

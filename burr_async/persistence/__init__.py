@@ -1,8 +1,12 @@
 """Persisters: where application steps are stored.
 
 :class:`SQLAlchemyPersister` (SQLite or Postgres by URL) is the production one;
-:class:`InMemoryPersister` keeps steps in memory with the same contract, for tests. The
-database side is imported on first use.
+:class:`InMemoryPersister` keeps steps in memory with the same contract, for tests. Burr's
+persister names are here too: ``SQLitePersister``, ``AsyncSQLitePersister``,
+``PostgreSQLPersister`` and ``AsyncPostgreSQLPersister`` (from
+:mod:`burr_async.persistence.burr_names`), ``AsyncInMemoryPersister`` and
+``AsyncDevNullPersister`` (from
+:mod:`burr_async.persistence.memory`). The database side is imported on first use.
 """
 
 from typing import TYPE_CHECKING
@@ -17,19 +21,25 @@ from burr_async.persistence.base import (
     PersistedStateData,
     Status,
 )
-from burr_async.persistence.memory import InMemoryPersister
+from burr_async.persistence.memory import (
+    AsyncDevNullPersister,
+    AsyncInMemoryPersister,
+    InMemoryPersister,
+)
 
 if TYPE_CHECKING:
+    from burr_async.persistence.burr_names import (
+        AsyncPostgreSQLPersister,
+        AsyncSQLitePersister,
+        PostgreSQLPersister,
+        SQLitePersister,
+    )
     from burr_async.persistence.engine import (
         DEFAULT_DATABASE_URL,
         configure_sqlite,
         create_engine,
     )
-    from burr_async.persistence.sqlalchemy import (
-        PostgreSQLPersister,
-        SQLAlchemyPersister,
-        SQLitePersister,
-    )
+    from burr_async.persistence.sqlalchemy import SQLAlchemyPersister
 
 __getattr__, __dir__ = lazy_exports(
     __name__,
@@ -39,9 +49,15 @@ __getattr__, __dir__ = lazy_exports(
             ("DEFAULT_DATABASE_URL", "configure_sqlite", "create_engine"),
             "burr_async.persistence.engine",
         ),
+        "SQLAlchemyPersister": "burr_async.persistence.sqlalchemy",
         **dict.fromkeys(
-            ("PostgreSQLPersister", "SQLAlchemyPersister", "SQLitePersister"),
-            "burr_async.persistence.sqlalchemy",
+            (
+                "AsyncPostgreSQLPersister",
+                "AsyncSQLitePersister",
+                "PostgreSQLPersister",
+                "SQLitePersister",
+            ),
+            "burr_async.persistence.burr_names",
         ),
     },
 )
@@ -52,6 +68,10 @@ __all__ = [
     "AsyncBaseStateLoader",
     "AsyncBaseStatePersister",
     "AsyncBaseStateSaver",
+    "AsyncDevNullPersister",
+    "AsyncInMemoryPersister",
+    "AsyncPostgreSQLPersister",
+    "AsyncSQLitePersister",
     "InMemoryPersister",
     "ParentPointer",
     "PersistedStateData",

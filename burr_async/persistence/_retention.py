@@ -250,10 +250,7 @@ class Retention:
     async def delete_app(
         self, partition_key: str | None, app_id: str, *, dry_run: bool = False
     ) -> int:
-        """Delete every step of the app in one transaction; the number of steps removed (0 for
-        an unknown app). An application object still holding the app fails its next step with
-        :class:`~burr_async.errors.AppDeletedError` and writes nothing. ``dry_run=True``: the
-        number of steps it would remove, removing nothing."""
+        """``SQLAlchemyPersister.delete_app``."""
         _check_ids(app_id, partition_key)
         where = app_rows(self._table, partition_key or "", app_id)
         what = f"Deleting app {quote(app_id)}"
@@ -271,8 +268,7 @@ class Retention:
         )
 
     async def delete_partition(self, partition_key: str | None, *, dry_run: bool = False) -> int:
-        """Delete every app of the partition, in bounded batches; the number of steps
-        removed (with ``dry_run=True``: that it would remove, removing nothing)."""
+        """``SQLAlchemyPersister.delete_partition``."""
         _check_id("partition_key", partition_key, optional=True)
         where = self._table.c.partition_key == (partition_key or "")
         if self._encoder is not None and not dry_run:
@@ -284,10 +280,7 @@ class Retention:
     async def prune(
         self, partition_key: str | None, app_id: str, *, keep_last: int, dry_run: bool = False
     ) -> int:
-        """Delete all but the last ``keep_last`` (at least 1) steps of the app; the number of
-        steps removed (with ``dry_run=True``: that it would remove, removing nothing).
-        Resuming and forking from a kept step work as before; loading a pruned step finds
-        nothing."""
+        """``SQLAlchemyPersister.prune``."""
         _check_ids(app_id, partition_key)
         keep = _check_keep_last(keep_last)
         if not dry_run:
@@ -304,8 +297,7 @@ class Retention:
     async def prune_all(
         self, *, keep_last: int, partition_key: str | None = None, dry_run: bool = False
     ) -> int:
-        """:meth:`prune` every app (of ``partition_key`` when given, else of every partition);
-        the number of steps removed (with ``dry_run=True``: that it would remove)."""
+        """``SQLAlchemyPersister.prune_all``."""
         _check_id("partition_key", partition_key, optional=True)
         keep = _check_keep_last(keep_last)
         where = pruned_rows(self._table, keep, partition_key)
@@ -359,10 +351,7 @@ class Retention:
     async def expire(
         self, *, idle_for: dt.timedelta, partition_key: str | None = None, dry_run: bool = False
     ) -> int:
-        """Delete whole apps (of ``partition_key`` when given) whose latest step is older than
-        ``idle_for``; the number of apps removed (with ``dry_run=True``: that it would remove,
-        removing nothing). An app that takes a step while this runs is no longer idle and is
-        spared."""
+        """``SQLAlchemyPersister.expire``."""
         _check_id("partition_key", partition_key, optional=True)
         cutoff = _cutoff(idle_for)
         t = self._table

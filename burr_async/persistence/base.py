@@ -161,8 +161,21 @@ class AsyncBaseStatePersister(AsyncBaseStateLoader, AsyncBaseStateSaver):
     async def history(self, partition_key: str | None, app_id: str) -> list[PersistedStateData]:
         """Every stored step of the application, oldest first."""
 
+    async def initialize(self) -> None:
+        """Set up the storage (Burr's ``initialize``): nothing to do by default; the database
+        persister creates or migrates its table."""
+
+    async def is_initialized(self) -> bool:
+        """Whether the storage is set up (Burr's ``is_initialized``): True by default, for a
+        persister with nothing to set up; the database persister checks its table."""
+        return True
+
     async def aclose(self) -> None:
         """Release what the persister owns."""
+
+    async def cleanup(self) -> None:
+        """Burr's name for :meth:`aclose`."""
+        await self.aclose()
 
     async def __aenter__(self) -> Self:
         return self

@@ -1,4 +1,5 @@
-"""An in-memory persister, for tests and for applications that need no durability."""
+"""An in-memory persister, for tests and for applications that need no durability; and Burr's
+``AsyncInMemoryPersister`` (the same class) and ``AsyncDevNullPersister`` (stores nothing)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from burr_async.persistence.base import (
 from burr_async.serde import OrjsonSerde, Serde
 from burr_async.state import State
 
-__all__ = ["InMemoryPersister"]
+__all__ = ["AsyncDevNullPersister", "AsyncInMemoryPersister", "InMemoryPersister"]
 
 _Row = tuple[int, str, bytes, Status, str | None, ParentPointer | None, dt.datetime]
 
@@ -253,3 +254,62 @@ class InMemoryPersister(AsyncBaseStatePersister):
             for pk, app_id in idle:
                 self._forget(pk, app_id)
         return len(idle)
+
+
+AsyncInMemoryPersister = InMemoryPersister
+"""Burr's ``AsyncInMemoryPersister()``: burr_async's in-memory persister, under Burr's name."""
+
+
+class AsyncDevNullPersister(AsyncBaseStatePersister):
+    """Burr's ``AsyncDevNullPersister``: saves nothing and loads nothing (``load`` returns
+    None, so an application resumed from it starts from its defaults). For tests that need a
+    persister but no storage. Ids are checked as every persister checks them; after ``aclose``
+    every call raises :class:`~burr_async.errors.PersistenceError`."""
+
+    def __init__(self) -> None:
+        self._closed = False
+
+    def _check_open(self, call: str) -> None:
+        if self._closed:
+            raise PersistenceError(
+                f"{call}() was called on a closed AsyncDevNullPersister: aclose() had been called."
+            )
+
+    async def save(
+        self,
+        partition_key: str | None,
+        app_id: str,
+        sequence_id: int,
+        position: str,
+        state: State,
+        status: Status,
+        *,
+        error: str | None = None,
+        parent: ParentPointer | None = None,
+    ) -> None:
+        """Store nothing."""
+        self._check_open("save")
+        _check_ids(app_id, partition_key)
+
+    async def load(
+        self, partition_key: str | None, app_id: str, sequence_id: int | None = None
+    ) -> PersistedStateData | None:
+        """None: nothing is ever stored."""
+        self._check_open("load")
+        _check_ids(app_id, partition_key)
+        return None
+
+    async def list_app_ids(self, partition_key: str | None) -> list[str]:
+        """No apps."""
+        self._check_open("list_app_ids")
+        return []
+
+    async def history(self, partition_key: str | None, app_id: str) -> list[PersistedStateData]:
+        """No steps."""
+        self._check_open("history")
+        _check_ids(app_id, partition_key)
+        return []
+
+    async def aclose(self) -> None:
+        """Refuse every further call, as the other persisters do after closing."""
+        self._closed = True

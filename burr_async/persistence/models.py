@@ -135,8 +135,8 @@ def build_table(
     """The step table: one row per step, unique on (partition_key, app_uid, sequence_id).
 
     ``state`` holds the step's full state, as the serde encodes it, when ``delta`` is false.
-    When it is true, it holds what the step changed since the step before it (see
-    :mod:`burr_async.persistence._delta` and ``docs/persistence/index.md``)."""
+    When it is true, it holds what the step changed since the step before it (the format is
+    in ``docs/persistence/index.md``, "Steps that store only what changed")."""
     validate_identifier(table_name, "table name")
     if schema is not None:
         validate_identifier(schema, "schema")

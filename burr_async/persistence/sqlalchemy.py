@@ -7,13 +7,14 @@ from __future__ import annotations
 import datetime as dt
 import weakref
 from collections.abc import Sequence
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from burr_async._lazy import lazy_exports
 from burr_async.errors import (
     ConfigurationError,
     PersistenceError,
@@ -47,13 +48,18 @@ from burr_async.persistence.models import (
 from burr_async.serde import OrjsonSerde, Serde
 from burr_async.state import State
 
-__all__ = [
-    "AppSummary",
-    "PostgreSQLPersister",
-    "SQLAlchemyPersister",
-    "SQLitePersister",
-    "Storage",
-]
+__all__ = ["AppSummary", "SQLAlchemyPersister", "Storage"]
+
+if TYPE_CHECKING:
+    from burr_async.persistence.burr_names import PostgreSQLPersister as PostgreSQLPersister
+    from burr_async.persistence.burr_names import SQLitePersister as SQLitePersister
+
+# Burr's constructors live in burr_names (which imports this module), and stay importable here.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    globals(),
+    dict.fromkeys(("PostgreSQLPersister", "SQLitePersister"), "burr_async.persistence.burr_names"),
+)
 
 
 Storage = Literal["delta", "snapshot"]
@@ -290,6 +296,24 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         not stored, except for :class:`~burr_async.errors.CommitUnknownError` (saving the same
         step again settles that). A row already at this (partition_key, app_id, sequence_id)
         is never overwritten: :class:`~burr_async.errors.ConcurrentStepError`."""
+        await self._save(
+            partition_key, app_id, sequence_id, position, state, status, error, parent, None
+        )
+
+    async def _save(
+        self,
+        partition_key: str | None,
+        app_id: str,
+        sequence_id: int,
+        position: str,
+        state: State,
+        status: Status,
+        error: str | None,
+        parent: ParentPointer | None,
+        created_at: dt.datetime | None,
+    ) -> None:
+        """:meth:`save`, stamped ``created_at`` (an aware datetime) instead of now: how
+        ``burr-async import-burr`` keeps the time Burr stored a step at."""
         self._check_open("save")
         _check_ids(app_id, partition_key)
         with translated(
@@ -319,7 +343,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
                 status,
                 encoded.decode(),
                 None if error is None else error.replace("\x00", "\\x00"),
-                dt.datetime.now(dt.UTC),
+                dt.datetime.now(dt.UTC) if created_at is None else created_at,
                 parent.app_id if parent else None,
                 (parent.partition_key or "") if parent else None,
                 parent.sequence_id if parent else None,
@@ -594,54 +618,3 @@ def _refuse_nul(encoded: bytes) -> None:
                 "same rule). Remove or replace the NUL characters. Nothing was written.",
                 key=key,
             )
-
-
-class SQLitePersister(SQLAlchemyPersister):
-    """Burr's ``SQLitePersister(db_path=..., table_name=...)``, over the same class."""
-
-    def __init__(
-        self,
-        db_path: str,
-        table_name: str = DEFAULT_TABLE_NAME,
-        *,
-        serde: Serde | None = None,
-        synchronous: SQLiteSynchronous = "FULL",
-        **engine_kwargs: Any,
-    ) -> None:
-        url = sa.URL.create("sqlite", database=str(db_path))
-        engine = create_engine(url, sqlite_synchronous=synchronous, **engine_kwargs)
-        super().__init__(engine, table_name=table_name, serde=serde)
-        self._owns_engine = True
-
-
-class PostgreSQLPersister(SQLAlchemyPersister):
-    """Burr's ``PostgreSQLPersister.from_values(...)``, over the same class."""
-
-    @classmethod
-    def from_values(
-        cls,
-        db_name: str,
-        user: str,
-        password: str | None,
-        host: str,
-        port: int,
-        table_name: str = DEFAULT_TABLE_NAME,
-        *,
-        schema: str | None = None,
-        serde: Serde | None = None,
-        **engine_kwargs: Any,
-    ) -> Self:
-        """A persister owning an engine for the given Postgres connection values."""
-        url = sa.URL.create(
-            "postgresql",
-            username=user,
-            password=password,
-            host=host,
-            port=port,
-            database=db_name,
-        )
-        persister = cls(
-            create_engine(url, **engine_kwargs), table_name=table_name, schema=schema, serde=serde
-        )
-        persister._owns_engine = True
-        return persister

@@ -20,6 +20,7 @@ REEXPORTED_MODULES = [
     "burr_async.graph",
     "burr_async.hooks",
     "burr_async.persistence.base",
+    "burr_async.persistence.burr_names",
     "burr_async.persistence.memory",
     "burr_async.serde",
     "burr_async.state",
