@@ -1,18 +1,27 @@
 # Derived from Apache Burr's documentation and examples (Apache License 2.0): the chatbot of
 # docs/concepts/state-persistence.rst ("An example"), with the actions and hook of
-# examples/conversational-rag/simple_example/application.py, in its async form (async actions,
-# an async persister, abuild, arun). The RAG pipeline is replaced by a deterministic stand-in
-# for the LLM, so it runs without a model or network.
+# examples/conversational-rag/simple_example/application.py and its main(), in their async form
+# (async actions, Burr's async persisters, abuild, arun). The RAG pipeline is replaced by a
+# deterministic stand-in for the LLM, so it runs without a model or network.
 #
 # burr_chatbot.py runs on Apache Burr; chatbot.py is the same program on burr_async: only
 # the import lines differ (tests/examples/test_burr_port.py runs both, and compares them).
-"""The chatbot of Burr's persistence docs, with a stand-in for the LLM."""
+"""The chatbot of Burr's persistence docs, with a stand-in for the LLM.
 
+    python examples/burr_port/chatbot.py          # on burr_async (burr_chatbot.py: on Burr)
+
+Every step is stored in .sqllite.db; run it again and the conversation resumes.
+"""
+
+import asyncio
+import pprint
 from typing import List, Optional, Tuple
 
 from burr.core import Action, Application, ApplicationBuilder, Result, State, default, expr
 from burr.core.action import action
 from burr.core.graph import GraphBuilder
+from burr.integrations.persisters.b_aiosqlite import AsyncSQLitePersister
+from burr.integrations.persisters.b_asyncpg import AsyncPostgreSQLPersister
 from burr.lifecycle import PostRunStepHook, PreRunStepHook
 
 
@@ -113,3 +122,48 @@ async def converse(app: Application, questions: List[str]) -> Optional[dict]:
             # reached the end
             return result
     return None
+
+
+async def sqlite_persister(db_path: str, table_name: str = "burr_state") -> AsyncSQLitePersister:
+    state_persister = await AsyncSQLitePersister.from_values(db_path=db_path, table_name=table_name)
+    await state_persister.initialize()
+    return state_persister
+
+
+async def postgres_persister(
+    db_name: str, user: str, password: Optional[str], host: str, port: int, table_name: str
+) -> AsyncPostgreSQLPersister:
+    state_persister = await AsyncPostgreSQLPersister.from_values(
+        db_name=db_name, user=user, password=password, host=host, port=port, table_name=table_name
+    )
+    await state_persister.initialize()
+    return state_persister
+
+
+async def main():
+    """This is one way -- you provide input via the control flow"""
+    state_persister = await sqlite_persister(db_path=".sqllite.db", table_name="burr_state")
+    try:
+        app = await application(state_persister, app_id="burr-port-demo", hooks=[PrintStepHook()])
+        print(f"Running with initial state:\n {pprint.pformat(app.state.get_all())}")
+        if not app.has_next_action():
+            print("This chat is over: delete .sqllite.db to start a new one.")
+            return
+        while True:
+            try:
+                user_question = await asyncio.to_thread(
+                    input, "Ask something (or type exit to quit): "
+                )
+            except EOFError:
+                return  # the chat stays open: the next run resumes it
+            result = await converse(app, [user_question])
+            if result is not None:
+                # reached the end
+                pprint.pprint(result)
+                return
+    finally:
+        await state_persister.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

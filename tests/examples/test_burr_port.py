@@ -4,7 +4,12 @@ its imports, runs and resumes on SQLite and Postgres, and does what Burr itself 
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +17,14 @@ import pytest
 import sqlalchemy as sa
 
 from burr_async import SQLAlchemyPersister
+from burr_async.persistence import create_engine, migrate
 from examples.burr_port import chatbot
 from tests.databases import POSTGRES_URL, Database
 
 pytestmark = pytest.mark.anyio
 
-PORT = Path(__file__).resolve().parents[2] / "examples" / "burr_port"
+REPO = Path(__file__).resolve().parents[2]
+PORT = REPO / "examples" / "burr_port"
 QUESTIONS = ["hello", "what is persisted?"]
 
 
@@ -94,30 +101,44 @@ async def test_the_port_runs_and_resumes(
     ]
 
 
-async def _burr_persister(db: Database, table: str) -> Any:
+@asynccontextmanager
+async def _opened(module: Any, db: Database, folder: Path) -> AsyncIterator[Any]:
+    """A persister on ``db``'s backend, opened by the example's own code (Burr's persister
+    calls), in a table of its own that is dropped afterwards."""
+    table = f"burr_port_{uuid.uuid4().hex[:10]}"
     if db.backend == "sqlite":
-        from burr.integrations.persisters.b_aiosqlite import AsyncSQLitePersister
-
-        path = sa.make_url(db.url).database
-        assert path is not None
-        return await AsyncSQLitePersister.from_values(
-            db_path=str(Path(path).with_name(f"{table}.db")), table_name=table
+        persister = await module.sqlite_persister(str(folder / f"{table}.db"), table_name=table)
+    else:
+        url = sa.make_url(POSTGRES_URL)
+        persister = await module.postgres_persister(
+            url.database, url.username, url.password, url.host, url.port or 5432, table
         )
-    from burr.integrations.persisters.b_asyncpg import AsyncPostgreSQLPersister
+    try:
+        yield persister
+    finally:
+        if db.backend == "postgres" and module is chatbot:
+            await persister.cleanup()
+            engine = create_engine(POSTGRES_URL)
+            try:
+                await migrate.downgrade(engine, "base", table_name=table)
+            finally:
+                await engine.dispose()
+        else:
+            if db.backend == "postgres":  # Burr's: one asyncpg connection
+                await persister.connection.execute(f"DROP TABLE IF EXISTS {table}")
+            await persister.cleanup()
 
-    url = sa.make_url(POSTGRES_URL)
-    return await AsyncPostgreSQLPersister.from_values(
-        db_name=url.database or "postgres",
-        user=url.username or "postgres",
-        password=url.password,  # type: ignore[arg-type]
-        host=url.host or "127.0.0.1",
-        port=url.port or 5432,
-        table_name=table,
-    )
+
+async def test_the_examples_own_persister_code_runs_on_burr_async(
+    db: Database, tmp_path: Path
+) -> None:
+    async with _opened(chatbot, db, tmp_path) as persister:
+        outcome = await _conversation(chatbot, persister, str(uuid.uuid4()))
+    _check(outcome)
 
 
 async def test_burr_runs_the_same_program_with_the_same_outcome(
-    db: Database, capsys: pytest.CaptureFixture[str]
+    db: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Burr's own copy, on Burr's own async persister for the same backend: same answers, same
     steps, same output, as the burr_async copy gives."""
@@ -125,18 +146,40 @@ async def test_burr_runs_the_same_program_with_the_same_outcome(
     pytest.importorskip("burr.integrations.persisters.b_asyncpg")
     from examples.burr_port import burr_chatbot
 
-    table = f"burr_port_{uuid.uuid4().hex[:10]}"
-    burr_persister = await _burr_persister(db, table)
-    try:
-        await burr_persister.initialize()
-        theirs = await _conversation(burr_chatbot, burr_persister, "same-app")
-        burr_printed = capsys.readouterr().out
-    finally:
-        if db.backend == "postgres":
-            await burr_persister.connection.execute(f"DROP TABLE IF EXISTS {table}")
-        await burr_persister.cleanup()
+    async with _opened(burr_chatbot, db, tmp_path) as persister:
+        theirs = await _conversation(burr_chatbot, persister, "same-app")
+    burr_printed = capsys.readouterr().out
     _check(theirs)
-    async with db.persister() as persister:
-        ours = await _conversation(chatbot, persister, str(uuid.uuid4()))
+    async with _opened(chatbot, db, tmp_path) as persister:
+        ours = await _conversation(chatbot, persister, "same-app")
     assert ours == theirs
     assert capsys.readouterr().out == burr_printed
+
+
+@pytest.mark.parametrize("script", ["chatbot.py", "burr_chatbot.py"])
+def test_main_runs_as_a_script_and_resumes(script: str, tmp_path: Path) -> None:
+    """``python examples/burr_port/<script>``, as a user runs it: twice in the same directory,
+    the second run resuming the first one's chat from .sqllite.db."""
+    if script == "burr_chatbot.py":
+        pytest.importorskip("burr.integrations.persisters.b_aiosqlite")
+
+    def run(questions: list[str]) -> str:
+        done = subprocess.run(
+            [sys.executable, str(PORT / script)],
+            input="".join(f"{q}\n" for q in questions),
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    first = run(["hello"])  # then end of input: the chat stays open
+    assert "🤖💬 You asked 'hello'; that is question 1 of this chat." in first
+    second = run(["and again?", "exit"])
+    assert "'Human: hello'" in second.split("Ask something")[0]  # loaded from the first run
+    assert "You asked 'and again?'; that is question 2 of this chat." in second
+    assert "'Human: exit'" in second
+    assert "This chat is over" in run([])
