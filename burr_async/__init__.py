@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING
 from burr_async._lazy import lazy_exports
 from burr_async.actions import (
     Action,
+    AsyncStreamingAction,
     FunctionAction,
+    Input,
     Result,
     StreamingAction,
     StreamingFunctionAction,
@@ -18,7 +20,8 @@ from burr_async.actions import (
 )
 from burr_async.application import Application
 from burr_async.builder import ApplicationBuilder
-from burr_async.conditions import Condition, default, expr, when
+from burr_async.conditions import Condition, default, expr, safe_expr, when
+from burr_async.context import ApplicationContext
 from burr_async.errors import (
     ActionError,
     AppDeletedError,
@@ -35,13 +38,15 @@ from burr_async.errors import (
     MissingInputError,
     MissingWriteError,
     PersistenceError,
+    ReservedInputError,
     SchemaAheadError,
     SchemaOutOfDateError,
     SerializationError,
     StateNotFoundError,
+    StateOperationError,
     UndeclaredWriteError,
 )
-from burr_async.graph import Graph, Transition
+from burr_async.graph import ApplicationGraph, Graph, GraphBuilder, Transition
 from burr_async.hooks import (
     ExecuteMethod,
     PostApplicationCreateHook,
@@ -69,7 +74,7 @@ from burr_async.persistence.memory import (
 )
 from burr_async.serde import OrjsonSerde, Serde
 from burr_async.state import State
-from burr_async.streaming import StreamingResultContainer
+from burr_async.streaming import AsyncStreamingResultContainer, StreamingResultContainer
 
 if TYPE_CHECKING:
     from burr_async.persistence.burr_names import (
@@ -105,6 +110,8 @@ __all__ = [
     "Application",
     "ApplicationBuilder",
     "ApplicationBusyError",
+    "ApplicationContext",
+    "ApplicationGraph",
     "AsyncBaseStateLoader",
     "AsyncBaseStatePersister",
     "AsyncBaseStateSaver",
@@ -112,6 +119,8 @@ __all__ = [
     "AsyncInMemoryPersister",
     "AsyncPostgreSQLPersister",
     "AsyncSQLitePersister",
+    "AsyncStreamingAction",
+    "AsyncStreamingResultContainer",
     "BurrAsyncError",
     "CommitUnknownError",
     "ConcurrentStepError",
@@ -121,9 +130,11 @@ __all__ = [
     "ExecuteMethod",
     "FunctionAction",
     "Graph",
+    "GraphBuilder",
     "GraphValidationError",
     "HookError",
     "InMemoryPersister",
+    "Input",
     "InvalidActionResultError",
     "InvalidIdentifierError",
     "MissingInputError",
@@ -142,6 +153,7 @@ __all__ = [
     "PreApplicationExecuteCallHookAsync",
     "PreRunStepHook",
     "PreRunStepHookAsync",
+    "ReservedInputError",
     "Result",
     "SQLAlchemyPersister",
     "SQLitePersister",
@@ -151,6 +163,7 @@ __all__ = [
     "SerializationError",
     "State",
     "StateNotFoundError",
+    "StateOperationError",
     "StreamingAction",
     "StreamingFunctionAction",
     "StreamingResultContainer",
@@ -159,6 +172,7 @@ __all__ = [
     "action",
     "default",
     "expr",
+    "safe_expr",
     "streaming_action",
     "when",
 ]

@@ -4,6 +4,10 @@ An action reads state (and runtime inputs), computes a result and returns the ne
 them as functions decorated with :func:`action` / :func:`streaming_action`, or as subclasses of
 :class:`Action` / :class:`StreamingAction`. Async and plain functions are both accepted; plain ones
 run inline on the event loop, so keep them short or make them async.
+
+A parameter named ``__context`` (after ``state``) receives the step's
+:class:`~burr_async.context.ApplicationContext`; a class-based action lists ``"__context"`` in its
+``inputs`` to get it. Input names starting with ``__`` are reserved for it.
 """
 
 from __future__ import annotations
@@ -19,13 +23,16 @@ from burr_async.errors import (
     InvalidActionResultError,
     MissingInputError,
     MissingWriteError,
+    ReservedInputError,
     UndeclaredWriteError,
 )
 from burr_async.state import State
 
 __all__ = [
     "Action",
+    "AsyncStreamingAction",
     "FunctionAction",
+    "Input",
     "Result",
     "StreamingAction",
     "StreamingFunctionAction",
@@ -36,13 +43,19 @@ __all__ = [
 ResultDict: TypeAlias = dict[str, Any]
 StreamItem: TypeAlias = tuple[ResultDict, State | None]
 
+CONTEXT_INPUT = "__context"
+"""The input through which an action receives its
+:class:`~burr_async.context.ApplicationContext`."""
+
 
 class Action(ABC):
     """A class-based action. Subclasses declare ``reads``, ``writes`` (and optionally ``inputs``)
     and implement ``run`` (sync or async, returns the result dict) and ``update`` (folds the result
     into a new State).
 
-    ``inputs`` lists required runtime inputs, or is a ``(required, optional)`` pair of lists.
+    ``inputs`` lists required runtime inputs, or is a ``(required, optional)`` pair of lists;
+    listing ``"__context"`` there makes ``run`` (or ``stream_run``) receive the step's
+    :class:`~burr_async.context.ApplicationContext` as ``__context``.
     """
 
     _name: str | None = None
@@ -91,9 +104,25 @@ class Action(ABC):
         return new
 
     @property
+    def tags(self) -> list[str]:
+        """Tags of the action: names shared by several actions, usable as ``"@tag:name"`` in
+        ``halt_before`` / ``halt_after`` and in ``Graph.get_actions_by_tag``."""
+        return []
+
+    @property
     def streaming(self) -> bool:
         """Whether the action yields partial results (see :class:`StreamingAction`)."""
         return False
+
+    @property
+    def _context_parameter(self) -> str | None:
+        """The keyword under which the action takes its ApplicationContext, or None. Python
+        mangles ``__context`` in a method defined in a class to ``_Class__context``."""
+        required, optional = self._input_names()
+        if CONTEXT_INPUT not in required and CONTEXT_INPUT not in optional:
+            return None
+        method = getattr(self, "stream_run" if self.streaming else "run")
+        return _context_name(method) or CONTEXT_INPUT
 
     def _input_names(self) -> tuple[frozenset[str], frozenset[str]]:
         declared = self.inputs
@@ -128,6 +157,18 @@ class Action(ABC):
         return f"<{type(self).__qualname__} {self._name or '(unnamed)'}>"
 
 
+def _context_name(fn: Callable[..., Any]) -> str | None:
+    """The name of ``fn``'s ``__context`` parameter (perhaps mangled), or None."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return None
+    for name in params:
+        if name.endswith(CONTEXT_INPUT):
+            return name
+    return None
+
+
 class Result(Action):
     """A terminal action that returns the given state keys as its result and changes nothing."""
 
@@ -149,6 +190,32 @@ class Result(Action):
         return state
 
 
+class Input(Action):
+    """Burr's ``Input("key", ...)``: an action that writes the given runtime inputs to the state
+    under their own names, unchanged. Name it in the builder: ``with_actions(ask=Input("q"))``."""
+
+    def __init__(self, *keys: str) -> None:
+        self._keys = list(keys)
+
+    @property
+    def reads(self) -> list[str]:
+        return []
+
+    @property
+    def writes(self) -> list[str]:
+        return list(self._keys)
+
+    @property
+    def inputs(self) -> list[str]:
+        return list(self._keys)
+
+    def run(self, state: State, **run_kwargs: Any) -> ResultDict:
+        return {key: run_kwargs[key] for key in self._keys}
+
+    def update(self, result: ResultDict, state: State) -> State:
+        return state.update(**result)
+
+
 def _signature_inputs(
     fn: Callable[..., Any], bound: Mapping[str, Any]
 ) -> tuple[frozenset[str], frozenset[str]]:
@@ -165,7 +232,15 @@ def _signature_inputs(
     for param in params[1:]:
         if param.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
             continue
-        if param.name in bound or param.name.startswith("__"):
+        if param.name in bound:
+            continue
+        if param.name.startswith("__") or param.name.endswith(CONTEXT_INPUT):
+            if not param.name.endswith(CONTEXT_INPUT) and param.default is inspect.Parameter.empty:
+                raise TypeError(
+                    f"Action function {fn.__qualname__} takes {param.name!r}, which nothing "
+                    "supplies: inputs starting with '__' are reserved, and burr_async injects "
+                    "only __context (there is no __tracer). Give it a default or remove it."
+                )
             continue
         (optional if param.default is not inspect.Parameter.empty else required).add(param.name)
     return frozenset(required), frozenset(optional)
@@ -194,13 +269,16 @@ class _FunctionBase(Action):
         reads: Iterable[str],
         writes: Iterable[str],
         bound: Mapping[str, Any] | None = None,
+        tags: Iterable[str] | None = None,
     ) -> None:
         self._fn = fn
         self._reads = list(reads)
         self._writes = list(writes)
+        self._tags = list(tags or ())
         self._bound = dict(bound or {})
         self._name = getattr(fn, "__name__", None)
         self._required, self._optional = _signature_inputs(fn, self._bound)
+        self._context = _context_name(fn)
 
     @property
     def fn(self) -> Callable[..., Any]:
@@ -214,6 +292,14 @@ class _FunctionBase(Action):
     @property
     def writes(self) -> list[str]:
         return self._writes
+
+    @property
+    def tags(self) -> list[str]:
+        return list(self._tags)
+
+    @property
+    def _context_parameter(self) -> str | None:
+        return None if self._context in self._bound else self._context
 
     @property
     def inputs(self) -> tuple[list[str], list[str]]:
@@ -287,6 +373,11 @@ class StreamingAction(Action):
         return await _drain(self.name, self._stream(state, inputs))
 
 
+AsyncStreamingAction = StreamingAction
+"""Burr's name for a class-based streaming action with an ``async`` ``stream_run``: here the
+same class as :class:`StreamingAction`, whose ``stream_run`` may be sync or async."""
+
+
 class StreamingFunctionAction(_FunctionBase):
     """An action made from a generator function by :func:`streaming_action`.
 
@@ -356,12 +447,14 @@ async def _drain(name: str, stream: AsyncGenerator[StreamItem, None]) -> tuple[R
 
 
 def action(
-    reads: Iterable[str], writes: Iterable[str]
+    reads: Iterable[str], writes: Iterable[str], tags: Iterable[str] | None = None
 ) -> Callable[[Callable[..., Any]], FunctionAction]:
     """Turn a function ``fn(state, **inputs)`` into an action.
 
     The function (sync or async) returns ``(result_dict, new_state)`` or just ``new_state``.
-    Parameters after ``state`` are runtime inputs (those with defaults are optional).
+    Parameters after ``state`` are runtime inputs (those with defaults are optional), except
+    ``__context``, which receives the step's ApplicationContext. ``tags`` label the action
+    (see :attr:`Action.tags`).
     """
 
     def decorate(fn: Callable[..., Any]) -> FunctionAction:
@@ -369,23 +462,23 @@ def action(
             raise TypeError(
                 f"{fn.__qualname__} is a generator: decorate it with @streaming_action instead."
             )
-        return FunctionAction(fn, reads, writes)
+        return FunctionAction(fn, reads, writes, tags=tags)
 
     return decorate
 
 
 def streaming_action(
-    reads: Iterable[str], writes: Iterable[str]
+    reads: Iterable[str], writes: Iterable[str], tags: Iterable[str] | None = None
 ) -> Callable[[Callable[..., Any]], StreamingFunctionAction]:
     """Turn a (preferably async) generator function into a streaming action; see
-    :class:`StreamingFunctionAction` for what it yields."""
+    :class:`StreamingFunctionAction` for what it yields. ``tags`` as for :func:`action`."""
 
     def decorate(fn: Callable[..., Any]) -> StreamingFunctionAction:
         if not (inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn)):
             raise TypeError(
                 f"{fn.__qualname__} must be a generator function to be a streaming action."
             )
-        return StreamingFunctionAction(fn, reads, writes)
+        return StreamingFunctionAction(fn, reads, writes, tags=tags)
 
     return decorate
 
@@ -393,8 +486,13 @@ def streaming_action(
 def _resolve_inputs(
     act: Action, inputs: Mapping[str, Any] | None, app_id: str | None = None
 ) -> dict[str, Any]:
-    """The inputs ``act`` accepts, taken from ``inputs``; raises when a required one is missing."""
-    required = act.required_inputs
+    """The inputs ``act`` accepts, taken from ``inputs``; raises when a required one is missing
+    or one is reserved (``__...``). The ApplicationContext is added by the application."""
+    required = act.required_inputs - {CONTEXT_INPUT}
+    if inputs:
+        reserved = sorted(k for k in inputs if k.startswith("__"))
+        if reserved:
+            raise ReservedInputError(reserved, app_id)
     if not inputs:
         if required:
             raise MissingInputError(act.name, sorted(required), app_id)

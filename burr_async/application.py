@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping
 from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from burr_async._shield import run_to_completion
+from burr_async._step_store import AT_ENTRYPOINT, StepStore, StoredStep
 from burr_async.actions import (
     Action,
     ResultDict,
@@ -19,15 +18,14 @@ from burr_async.actions import (
     _checked_state,
     _resolve_inputs,
 )
+from burr_async.context import ApplicationContext
 from burr_async.errors import (
     ApplicationBusyError,
     BurrAsyncError,
-    CommitUnknownError,
-    ConcurrentStepError,
     InvalidActionResultError,
     PersistenceError,
 )
-from burr_async.graph import Graph
+from burr_async.graph import ApplicationGraph
 from burr_async.hooks import ExecuteMethod, _HookSet
 from burr_async.persistence.base import AsyncBaseStateSaver, ParentPointer, Status
 from burr_async.state import State
@@ -36,22 +34,25 @@ from burr_async.streaming import StreamingResultContainer
 __all__ = ["Application"]
 
 StepOutcome = tuple[Action, ResultDict | None, State]
+Halts = str | Collection[str] | None
 
 
-class Application:
+class Application(StepStore):
     """A running state machine. Build it with ``await ApplicationBuilder()...abuild()``.
 
     Each step chooses the next action from the transitions, runs it, and, when a persister is
     set, waits until the step's row is committed before the application advances. If that write
     fails, ``state``, ``sequence_id`` and ``position`` are unchanged and the step can be retried.
+
+    ``halt_before`` and ``halt_after`` take action names and ``"@tag:name"`` (every action with
+    that tag), as a list or one string.
     """
 
     def __init__(
         self,
         *,
-        graph: Graph,
+        graph: ApplicationGraph,
         state: State,
-        entrypoint: str,
         uid: str,
         partition_key: str | None,
         sequence_id: int | None,
@@ -60,20 +61,25 @@ class Application:
         hooks: _HookSet,
         persister: AsyncBaseStateSaver | None,
         parent: ParentPointer | None = None,
+        error: str | None = None,
+        given_persister: object = None,
+        given_initializer: object = None,
     ) -> None:
         self._graph = graph
         self._state = state
-        self._entrypoint = graph.action(entrypoint)
+        self._entrypoint = graph.entrypoint
         self._uid = uid
         self._partition_key = partition_key
         self._sequence_id = sequence_id
         self._position = position
         self._status: Status = status
+        self._error = error if status == "failed" else None
         self._hooks = hooks
         self._persister = persister
         self._parent = parent
+        self._given = (given_persister, given_initializer)
         self._busy = False
-        self._unsettled: _Step | None = None
+        self._unsettled: StoredStep | None = None
 
     # -- identity and position ---------------------------------------------------------------
     @property
@@ -104,14 +110,31 @@ class Application:
         return self._position
 
     @property
-    def graph(self) -> Graph:
-        """The application's graph."""
+    def graph(self) -> ApplicationGraph:
+        """The application's graph, with its entrypoint."""
         return self._graph
 
     @property
     def parent_pointer(self) -> ParentPointer | None:
         """The step this application was forked from, if it was."""
         return self._parent
+
+    @property
+    def context(self) -> ApplicationContext:
+        """The :class:`~burr_async.context.ApplicationContext` the next step's action will get
+        (its ``sequence_id`` is the number that step will take)."""
+        upcoming = self.get_next_action()
+        return self._context(upcoming.name if upcoming is not None else None)
+
+    def _context(self, action_name: str | None) -> ApplicationContext:
+        return ApplicationContext(
+            app_id=self._uid,
+            partition_key=self._partition_key,
+            sequence_id=self._next_sequence_id(),
+            action_name=action_name,
+            state_persister=self._given[0],
+            state_initializer=self._given[1],
+        )
 
     def get_next_action(self) -> Action | None:
         """The action the next step will run, or None when the graph has nowhere to go."""
@@ -146,24 +169,25 @@ class Application:
     async def arun(
         self,
         *,
-        halt_before: Collection[str] | None = None,
-        halt_after: Collection[str] | None = None,
+        halt_before: Halts = None,
+        halt_after: Halts = None,
         inputs: Mapping[str, Any] | None = None,
     ) -> tuple[Action | None, ResultDict | None, State]:
         """Step until an action in ``halt_after`` has run, the next action is in
         ``halt_before``, or the graph ends. Returns the last action run (or, when halted before,
         the action halted at) with its result (None when halted before) and the state."""
+        before, after = self._halts(halt_before, halt_after)
         async with self._call(ExecuteMethod.arun):
             last: StepOutcome | None = None
-            async for last in self._iterate(halt_before, halt_after, inputs):  # noqa: B007
+            async for last in self._iterate(before, after, inputs):  # noqa: B007
                 pass
-            return self._halt_outcome(halt_before, halt_after, last)
+            return self._halt_outcome(before, after, last)
 
     async def aiterate(
         self,
         *,
-        halt_before: Collection[str] | None = None,
-        halt_after: Collection[str] | None = None,
+        halt_before: Halts = None,
+        halt_after: Halts = None,
         inputs: Mapping[str, Any] | None = None,
     ) -> AsyncGenerator[StepOutcome, None]:
         """Like :meth:`arun`, yielding ``(action, result, state)`` after every step.
@@ -171,14 +195,15 @@ class Application:
         The application is busy only while a step runs, not while the loop body does: breaking
         out of the loop leaves it ready for the next call at once.
         """
+        before, after = self._halts(halt_before, halt_after)
         async with self._call(ExecuteMethod.aiterate, hold=False):
-            async for outcome in self._iterate(halt_before, halt_after, inputs, guard=True):
+            async for outcome in self._iterate(before, after, inputs, guard=True):
                 yield outcome
 
     async def astream_result(
         self,
-        halt_after: Collection[str],
-        halt_before: Collection[str] | None = None,
+        halt_after: Halts,
+        halt_before: Halts = None,
         inputs: Mapping[str, Any] | None = None,
     ) -> tuple[Action | None, StreamingResultContainer]:
         """Run until the next action is in ``halt_after`` (or ``halt_before``), then return
@@ -189,23 +214,129 @@ class Application:
         the stream ends. A non-streaming action has already run; its container holds the result.
         When halted by ``halt_before`` the action has not run and ``get()`` gives ``(None, state)``.
         """
-        self._check_halts(halt_before, halt_after)
-        stop_at = set(halt_after) | set(halt_before or ())
+        before, after = self._halts(halt_before, halt_after)
         async with self._call(ExecuteMethod.astream_result):
             last: StepOutcome | None = None
-            async for last in self._iterate(stop_at, None, inputs):  # noqa: B007
+            async for last in self._iterate(before | after, frozenset(), inputs):  # noqa: B007
                 pass
             upcoming = self.get_next_action()
-            if upcoming is None or upcoming.name not in halt_after:
+            if upcoming is None or upcoming.name not in after:
                 shown = upcoming if upcoming is not None else (last[0] if last else None)
                 return shown, StreamingResultContainer._finished(None, self._state)
-            if not upcoming.streaming:
-                outcome = await self._step(inputs)
-                assert outcome is not None
-                return upcoming, StreamingResultContainer._finished(outcome[1], outcome[2])
-            run_inputs = _resolve_inputs(upcoming, inputs, self._uid)
-            stream = self._stream_step(upcoming, run_inputs, self._sequence_id)
-            return upcoming, StreamingResultContainer(stream)
+            return upcoming, await self._container(upcoming, inputs)
+
+    async def astream_iterate(
+        self,
+        halt_after: Halts = None,
+        halt_before: Halts = None,
+        inputs: Mapping[str, Any] | None = None,
+    ) -> AsyncGenerator[tuple[Action, StreamingResultContainer], None]:
+        """Step until a halt as :meth:`aiterate` does, yielding ``(action, container)`` for each
+        step: the container streams a streaming action's partial results (``async for``) and
+        gives ``(result, state)`` from ``await container.get()``; for a non-streaming action
+        the step has already run and the container holds its result. Burr's
+        ``astream_iterate``.
+
+        Each step is persisted when its stream ends. The loop finishes a container the body
+        did not read to the end before the next step; a container the body closed
+        (``await container.aclose()``) abandons its step (nothing stored, the action runs again
+        on the next call) and ends the loop. ``inputs`` go to every step, as in
+        :meth:`aiterate`. Halts are checked before the first step too: an entrypoint in
+        ``halt_before`` yields nothing.
+        """
+        before, after = self._halts(halt_before, halt_after)
+        async with self._call(ExecuteMethod.astream_iterate, hold=False):
+            while True:
+                upcoming = self.get_next_action()
+                if upcoming is None or upcoming.name in before:
+                    return
+                self._refuse_if_busy("astream_iterate")
+                container = await self._container(upcoming, inputs, guard=True)
+                try:
+                    yield upcoming, container
+                except GeneratorExit:
+                    await container.aclose()
+                    raise
+                if container._abandoned:
+                    return
+                await container.get()
+                if upcoming.name in after:
+                    return
+
+    async def _container(
+        self, act: Action, inputs: Mapping[str, Any] | None, *, guard: bool = False
+    ) -> StreamingResultContainer:
+        """The container of the step running ``act``: a non-streaming action runs now (with
+        ``guard``, the application busy meanwhile), a streaming one when it is read."""
+        if not act.streaming:
+            if guard:
+                self._busy = True
+            try:
+                outcome = await self._step(inputs, act)
+            finally:
+                if guard:
+                    self._busy = False
+            assert outcome is not None
+            return StreamingResultContainer._finished(outcome[1], outcome[2])
+        run_inputs = _resolve_inputs(act, inputs, self._uid)
+        return StreamingResultContainer(self._stream_step(act, run_inputs, self._sequence_id))
+
+    # -- changing the state or position outside an action -----------------------------------
+    async def update_state(self, new_state: State | Mapping[str, Any]) -> None:
+        """Replace the state, as a step of its own: awaited, and persisted.
+
+        The change takes the next ``sequence_id`` and is stored like a step (same position and
+        status as before, the new state), so an application resumed from storage sees it.
+        Burr's ``update_state`` is a plain assignment that is not stored; here it must be
+        awaited. No action runs and no step hook is called. If the save fails the application
+        is unchanged (see :class:`~burr_async.errors.PersistenceError`).
+        """
+        state = new_state if isinstance(new_state, State) else State(new_state)
+        await self._change("update_state", state)
+
+    async def reset_to_entrypoint(self) -> None:
+        """Make the next step run the entrypoint, as a step of its own: awaited, and persisted.
+
+        Stored with the position ``"@entrypoint"`` and the state unchanged, so an application
+        resumed from storage (``resume_at_next_action=True``) also starts at its entrypoint. A
+        failed last step is not re-run. Burr's ``reset_to_entrypoint`` is not stored; here it
+        must be awaited.
+        """
+        await self._change("reset_to_entrypoint", None)
+
+    async def _change(self, what: str, state: State | None) -> None:
+        """Store ``state`` at the current position and status, or (None) the current state
+        at the entrypoint, once any step left unsettled is settled."""
+        self._refuse_if_busy(what)
+        self._busy = True
+        try:
+            await self._settle_change()
+            pending = self._unsettled  # an action's step whose commit is unknown: store it
+            if (
+                pending is not None
+                and pending.action is not None
+                and pending.sequence_id == self._next_sequence_id()
+            ):
+                if pending.exception is None:
+                    assert pending.result is not None
+                    await self._commit(
+                        pending.action, pending.sequence_id, pending.state, pending.result
+                    )
+                else:
+                    await self._fail(pending.action, pending.sequence_id, pending.exception)
+            sequence_id = self._next_sequence_id()
+            if state is None:
+                step = StoredStep(
+                    None, AT_ENTRYPOINT, sequence_id, self._state, "completed", None, None, None
+                )
+            else:
+                position = self._position if self._position is not None else AT_ENTRYPOINT
+                step = StoredStep(
+                    None, position, sequence_id, state, self._status, self._error, None, None
+                )
+            await self._apply_change(step)
+        finally:
+            self._busy = False
 
     # -- internals ----------------------------------------------------------------------------
     @asynccontextmanager
@@ -213,7 +344,11 @@ class Application:
         """Run the execute-call hooks around a call; with ``hold``, mark the application busy
         for the whole call."""
         self._refuse_if_busy(method.value)
-        self._busy = hold
+        self._busy = True
+        try:
+            await self._settle_change()
+        finally:
+            self._busy = hold
         try:
             if self._hooks.has("pre_run_execute_call"):
                 await self._call_hooks(
@@ -245,23 +380,22 @@ class Application:
                 f"{what}()."
             )
 
-    def _check_halts(self, *groups: Collection[str] | None) -> None:
-        for group in groups:
-            for name in group or ():
-                self._graph.action(name)
+    def _halts(
+        self, halt_before: Halts, halt_after: Halts
+    ) -> tuple[frozenset[str], frozenset[str]]:
+        """The action names of ``halt_before`` and ``halt_after``, tags expanded; raises for an
+        unknown action or tag before anything runs."""
+        return self._graph.resolve_names(halt_before), self._graph.resolve_names(halt_after)
 
     async def _iterate(
         self,
-        halt_before: Collection[str] | None,
-        halt_after: Collection[str] | None,
+        before: frozenset[str],
+        after: frozenset[str],
         inputs: Mapping[str, Any] | None,
         *,
         guard: bool = False,
     ) -> AsyncIterator[StepOutcome]:
         """Step until a halt; with ``guard``, mark the application busy during each step."""
-        self._check_halts(halt_before, halt_after)
-        before = set(halt_before or ())
-        after = set(halt_after or ())
         while True:
             upcoming = self.get_next_action()
             if upcoming is None or upcoming.name in before:
@@ -282,14 +416,14 @@ class Application:
 
     def _halt_outcome(
         self,
-        halt_before: Collection[str] | None,
-        halt_after: Collection[str] | None,
+        before: frozenset[str],
+        after: frozenset[str],
         last: StepOutcome | None,
     ) -> tuple[Action | None, ResultDict | None, State]:
-        if last is not None and last[0].name in (halt_after or ()):
+        if last is not None and last[0].name in after:
             return last
         upcoming = self.get_next_action()
-        if upcoming is not None and upcoming.name in (halt_before or ()):
+        if upcoming is not None and upcoming.name in before:
             return upcoming, None, self._state
         if last is None:
             return None, None, self._state
@@ -352,11 +486,20 @@ class Application:
             await self._call_hooks(
                 "pre_run_step", act, sequence_id=sequence_id, state=before, inputs=inputs
             )
+        context = self._context(act.name)
+        parameter = act._context_parameter
+        if parameter is not None:
+            inputs = {**inputs, parameter: context}
         try:
             if act.streaming:
                 final: StreamItem | None = None
                 async with aclosing(act._stream(before, inputs)) as stream:  # type: ignore[attr-defined]
-                    async for partial, new_state in stream:
+                    while True:
+                        with context:  # ApplicationContext.get() while the action's code runs
+                            item = await anext(stream, None)
+                        if item is None:
+                            break
+                        partial, new_state = item
                         if new_state is not None:
                             final = partial, new_state
                             break
@@ -369,7 +512,8 @@ class Application:
                     )
                 result, after = final[0], final[1]
             else:
-                result, after = await act._execute(before, inputs)
+                with context:
+                    result, after = await act._execute(before, inputs)
             after = _checked_state(act, before, after)
         except Exception as exc:
             await self._fail(act, sequence_id, exc)
@@ -415,11 +559,14 @@ class Application:
     async def _commit(
         self, act: Action, sequence_id: int, state: State, result: ResultDict
     ) -> None:
-        cancelled = await self._persist(act, sequence_id, state, "completed", None, result=result)
+        cancelled = await self._persist(
+            StoredStep(act, act.name, sequence_id, state, "completed", None, result, None)
+        )
         self._state = state
         self._sequence_id = sequence_id
         self._position = act.name
         self._status = "completed"
+        self._error = None
         try:
             await self._post_step_hooks(act, sequence_id, result, None)
         finally:
@@ -429,14 +576,10 @@ class Application:
     async def _fail(self, act: Action, sequence_id: int, exc: Exception) -> None:
         """Store a ``failed`` step (state as it was before the action) so that a resumed
         application runs the action again; the caller re-raises ``exc``."""
+        error = f"{type(exc).__name__}: {exc}"
         try:
             cancelled = await self._persist(
-                act,
-                sequence_id,
-                self._state,
-                "failed",
-                f"{type(exc).__name__}: {exc}",
-                exception=exc,
+                StoredStep(act, act.name, sequence_id, self._state, "failed", error, None, exc)
             )
         except PersistenceError as write_error:
             write_error.add_note(f"The step was being recorded as failed because: {exc!r}")
@@ -444,6 +587,7 @@ class Application:
         self._sequence_id = sequence_id
         self._position = act.name
         self._status = "failed"
+        self._error = error
         try:
             await self._post_step_hooks(act, sequence_id, None, exc)
         except BurrAsyncError as hook_error:
@@ -451,77 +595,3 @@ class Application:
         finally:
             if cancelled:
                 raise asyncio.CancelledError
-
-    async def _persist(
-        self,
-        act: Action,
-        sequence_id: int,
-        state: State,
-        status: Status,
-        error: str | None,
-        *,
-        result: ResultDict | None = None,
-        exception: Exception | None = None,
-    ) -> bool:
-        """Save the step and return once it is durable, even if the caller is cancelled
-        meanwhile; returns whether a cancellation arrived (the caller re-raises it once the
-        application agrees with what was stored). Whether a save that fails left the step
-        stored is the persister's to settle (see :class:`~burr_async.persistence.base.
-        AsyncBaseStateSaver`); a step it could not settle is remembered, and saved again by
-        the next step."""
-        if self._persister is None:
-            return False
-        step = _Step(act, sequence_id, state, status, error, result, exception)
-        _, cancelled = await run_to_completion(self._save(step))
-        return cancelled
-
-    async def _save(self, step: _Step) -> None:
-        assert self._persister is not None
-        try:
-            await self._persister.save(
-                self._partition_key,
-                self._uid,
-                step.sequence_id,
-                step.action.name,
-                step.state,
-                step.status,
-                error=step.error,
-                **({"parent": self._parent} if self._parent is not None else {}),
-            )
-        except PersistenceError as exc:
-            exc.add_ids(
-                app_id=self._uid,
-                partition_key=self._partition_key,
-                sequence_id=step.sequence_id,
-                action=step.action.name,
-            )
-            if isinstance(exc, CommitUnknownError):
-                self._unsettled = step  # the next step saves it again
-            elif isinstance(exc, ConcurrentStepError):
-                self._unsettled = None  # another step holds the key: nothing left to settle
-            raise
-        except BurrAsyncError:
-            raise
-        except Exception as exc:  # a custom persister's own error
-            raise PersistenceError(
-                f"Saving the step failed ({type(exc).__name__}: {exc}); the application did not "
-                "advance and the step can be retried",
-                app_id=self._uid,
-                partition_key=self._partition_key,
-                sequence_id=step.sequence_id,
-                action=step.action.name,
-            ) from exc
-        self._unsettled = None
-
-
-@dataclass(frozen=True, slots=True)
-class _Step:
-    """A step handed to the persister, kept when its save could not be settled."""
-
-    action: Action
-    sequence_id: int
-    state: State
-    status: Status
-    error: str | None
-    result: ResultDict | None
-    exception: Exception | None

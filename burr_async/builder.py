@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Self, cast
+from typing import Any, NoReturn, Self, cast
 
+from burr_async._step_store import AT_ENTRYPOINT
 from burr_async.actions import Action
 from burr_async.application import Application
-from burr_async.conditions import Condition, default
 from burr_async.errors import ConfigurationError, GraphValidationError, StateNotFoundError
-from burr_async.graph import Graph, Transition
+from burr_async.graph import ApplicationGraph, Graph, GraphBuilder, TransitionSpec
 from burr_async.hooks import _HookSet
 from burr_async.persistence._sync import (
     SyncPersisterAdapter,
@@ -31,8 +31,6 @@ from burr_async.state import State
 
 __all__ = ["ApplicationBuilder"]
 
-TransitionSpec = tuple[str | Sequence[str], str] | tuple[str | Sequence[str], str, Condition]
-
 
 @dataclass(frozen=True, slots=True)
 class _Initializer:
@@ -43,6 +41,8 @@ class _Initializer:
     fork_from_app_id: str | None
     fork_from_partition_key: str | None
     fork_from_sequence_id: int | None
+    override_state_values: Mapping[str, Any] | None
+    given: object
 
 
 class ApplicationBuilder:
@@ -50,12 +50,12 @@ class ApplicationBuilder:
 
     Every ``with_*`` method returns the builder for chaining; ``await abuild()`` validates the
     graph (unknown or duplicate actions, missing entrypoint, unreachable actions), loads state
-    when ``initialize_from`` was used, and returns the application.
+    when ``initialize_from`` was used, and returns the application. There is no sync
+    ``build()``: it raises, saying to ``await abuild()``.
     """
 
     def __init__(self) -> None:
-        self._actions: dict[str, Action] = {}
-        self._transitions: list[Transition] = []
+        self._graph = GraphBuilder()
         self._state: State | None = None
         self._entrypoint: str | None = None
         self._app_id: str | None = None
@@ -63,56 +63,31 @@ class ApplicationBuilder:
         self._sequence_id: int | None = None
         self._hooks: list[object] = []
         self._persister: AsyncBaseStateSaver | None = None
+        self._given_persister: object = None
         self._initializer: _Initializer | None = None
 
     def with_actions(self, *actions: Action, **named_actions: Action) -> Self:
         """Add actions, positionally (by their own name) or as ``name=action``."""
-        items: list[tuple[str, Action]] = []
-        for act in actions:
-            if not isinstance(act, Action):
-                raise ConfigurationError(
-                    f"with_actions got {act!r}, which is not an action: decorate it with "
-                    "@action(reads=..., writes=...) or subclass Action."
-                )
-            if act._name is None:
-                raise ConfigurationError(
-                    f"{act!r} has no name; pass it as with_actions(name=action)."
-                )
-            items.append((act._name, act))
-        for name, act in named_actions.items():
-            if not isinstance(act, Action):
-                raise ConfigurationError(
-                    f"with_actions got {act!r} for {name!r}, which is not an action: decorate it "
-                    "with @action(reads=..., writes=...) or subclass Action."
-                )
-            items.append((name, act.with_name(name)))
-        for name, act in items:
-            if name in self._actions:
-                raise GraphValidationError(
-                    f"Two actions are named {name!r}; action names must be unique."
-                )
-            self._actions[name] = act
+        self._graph.with_actions(*actions, **named_actions)
         return self
 
     def with_transitions(self, *transitions: TransitionSpec) -> Self:
         """Add ``(from, to)`` or ``(from, to, condition)`` transitions; ``from`` may be a list.
         Out of one action they are tried in the order given."""
-        for spec in transitions:
-            if len(spec) == 2:
-                sources, target, condition = spec[0], spec[1], default
-            elif len(spec) == 3:
-                sources, target, condition = spec
-            else:
-                raise ConfigurationError(
-                    f"Transition {spec!r} must be (from, to) or (from, to, condition)."
-                )
-            if not isinstance(condition, Condition):
-                raise ConfigurationError(
-                    f"Transition {spec!r}: the condition must be default, expr(...), when(...) "
-                    f"or a Condition, got {type(condition).__name__}."
-                )
-            for source in [sources] if isinstance(sources, str) else sources:
-                self._transitions.append(Transition(source, target, condition))
+        self._graph.with_transitions(*transitions)
+        return self
+
+    def with_graph(self, graph: Graph) -> Self:
+        """Add the actions and transitions of a graph built with
+        :class:`~burr_async.graph.GraphBuilder`; may be combined with ``with_actions`` and
+        ``with_transitions`` (names must not clash). One graph can serve many applications."""
+        self._graph.with_graph(graph)
+        return self
+
+    def with_graphs(self, *graphs: Graph) -> Self:
+        """:meth:`with_graph` for each graph."""
+        for graph in graphs:
+            self._graph.with_graph(graph)
         return self
 
     def with_entrypoint(self, action: str) -> Self:
@@ -172,33 +147,44 @@ class ApplicationBuilder:
             self._persister = cast(AsyncBaseStateSaver, persister)
         else:
             self._persister = self._adapted(persister)
+        self._given_persister = persister
         return self
 
     def initialize_from(
         self,
         initializer: AsyncBaseStateLoader | SyncStateLoader,
-        *,
         resume_at_next_action: bool,
         default_state: State | Mapping[str, Any],
         default_entrypoint: str,
         fork_from_app_id: str | None = None,
         fork_from_partition_key: str | None = None,
         fork_from_sequence_id: int | None = None,
+        override_state_values: Mapping[str, Any] | None = None,
     ) -> Self:
         """Start from stored state when there is some, else from the defaults.
 
-        The latest step (or ``with_identifiers(sequence_id=...)``) of this app is loaded; with
-        ``fork_from_app_id`` a step of another app is copied into this one. A completed step
-        resumes at the action after it (``resume_at_next_action=True``) or at
-        ``default_entrypoint``; a failed step runs its action again. Excludes ``with_state`` and
-        ``with_entrypoint``. A Burr-style sync loader (``load`` a plain function) is accepted:
-        its calls run in a worker thread.
+        The arguments are Burr's, in Burr's order. The latest step (or
+        ``with_identifiers(sequence_id=...)``) of this app is loaded; with ``fork_from_app_id``
+        a step of another app is copied into this one. A completed step resumes at the action
+        after it (``resume_at_next_action=True``) or at ``default_entrypoint``; a failed step
+        runs its action again; a step stored by ``reset_to_entrypoint`` resumes at
+        ``default_entrypoint``. ``override_state_values`` are set over a loaded state (not over
+        ``default_state``), as in Burr; they are stored with the next step. Excludes
+        ``with_state`` and ``with_entrypoint``. A Burr-style sync loader (``load`` a plain
+        function) is accepted: its calls run in a worker thread.
         """
         if self._state is not None or self._entrypoint is not None:
             used = "with_state" if self._state is not None else "with_entrypoint"
             raise ConfigurationError(
                 f"initialize_from() cannot be combined with {used}(): pass the initial values "
                 "as initialize_from(default_state=..., default_entrypoint=...) instead."
+            )
+        if fork_from_app_id is None and (
+            fork_from_partition_key is not None or fork_from_sequence_id is not None
+        ):
+            raise ConfigurationError(
+                "fork_from_partition_key and fork_from_sequence_id choose the step to fork "
+                "from, and need fork_from_app_id: pass it too, or drop them."
             )
         load = getattr(initializer, "load", None)
         if not callable(load):
@@ -219,6 +205,8 @@ class ApplicationBuilder:
             fork_from_app_id=fork_from_app_id,
             fork_from_partition_key=fork_from_partition_key,
             fork_from_sequence_id=fork_from_sequence_id,
+            override_state_values=dict(override_state_values or {}),
+            given=initializer,
         )
         return self
 
@@ -244,6 +232,14 @@ class ApplicationBuilder:
                 "as initialize_from(default_state=..., default_entrypoint=...) instead."
             )
 
+    def build(self) -> NoReturn:
+        """Not available: raises :class:`~burr_async.errors.ConfigurationError` saying to use
+        ``app = await builder.abuild()`` (building may read the database)."""
+        raise ConfigurationError(
+            "ApplicationBuilder.build() does not exist in burr_async: building may read the "
+            "database, so it is awaited. Use: app = await builder.abuild()"
+        )
+
     async def abuild(self) -> Application:
         """Validate, load (when ``initialize_from`` was used) and return the application."""
         if self._sequence_id is not None and self._initializer is None:
@@ -252,13 +248,15 @@ class ApplicationBuilder:
                 "load, but nothing is loaded: add initialize_from(persister, ...), or drop "
                 "sequence_id to start a new application."
             )
-        graph = Graph(self._actions, self._transitions)
+        graph = self._graph.build()
+        actions = graph._actions
         app_id = self._app_id or str(uuid.uuid4())
         state = self._state or State()
         entrypoint = self._entrypoint
         sequence_id: int | None = None
         position: str | None = None
         status: Status = "completed"
+        error: str | None = None
         parent: ParentPointer | None = None
         init = self._initializer
         if init is not None:
@@ -268,14 +266,17 @@ class ApplicationBuilder:
                 state = init.default_state
             else:
                 state, sequence_id = loaded.state, loaded.sequence_id
-                if loaded.position not in self._actions:
+                if init.override_state_values:
+                    state = state.update(**init.override_state_values)
+                at_entrypoint = loaded.position == AT_ENTRYPOINT
+                if not at_entrypoint and loaded.position not in actions:
                     raise GraphValidationError(
                         f"Stored step {loaded.sequence_id} of app {loaded.app_id!r} is at action "
                         f"{loaded.position!r}, which this graph does not have (actions: "
-                        f"{sorted(self._actions)}). Add the action or start a new app."
+                        f"{sorted(actions)}). Add the action or start a new app."
                     )
-                if loaded.status == "failed" or init.resume_at_next_action:
-                    position, status = loaded.position, loaded.status
+                if not at_entrypoint and (loaded.status == "failed" or init.resume_at_next_action):
+                    position, status, error = loaded.position, loaded.status, loaded.error
                 if init.fork_from_app_id is not None:
                     parent = ParentPointer(loaded.app_id, loaded.partition_key, loaded.sequence_id)
                     await self._record_fork(app_id, loaded, parent)
@@ -283,10 +284,10 @@ class ApplicationBuilder:
                     parent = loaded.parent
         graph.validate_entrypoint(entrypoint)
         assert entrypoint is not None
+        app_graph = ApplicationGraph(graph, entrypoint)
         app = Application(
-            graph=graph,
+            graph=app_graph,
             state=state,
-            entrypoint=entrypoint,
             uid=app_id,
             partition_key=self._partition_key,
             sequence_id=sequence_id,
@@ -295,6 +296,9 @@ class ApplicationBuilder:
             hooks=_HookSet(self._hooks),
             persister=self._persister,
             parent=parent,
+            error=error,
+            given_persister=self._given_persister,
+            given_initializer=init.given if init is not None else None,
         )
         await app._hooks.call(
             "post_application_create",
@@ -302,6 +306,9 @@ class ApplicationBuilder:
             app_id=app_id,
             partition_key=self._partition_key,
             state=state,
+            application_graph=app_graph,
+            parent_pointer=parent,
+            spawning_parent_pointer=None,
         )
         return app
 

@@ -56,7 +56,7 @@ from burr_async.errors import (
     SchemaAheadError,
     SchemaOutOfDateError,
 )
-from burr_async.graph import Graph
+from burr_async.graph import Graph, GraphBuilder
 from burr_async.persistence import migrate
 from burr_async.persistence._dialect import dialect_class
 from burr_async.persistence.base import PersistedStateData, Status
@@ -508,21 +508,27 @@ def _diff_lines(old: Mapping[str, Any], new: Mapping[str, Any]) -> Iterator[str]
 @cli.command()
 @click.argument("target", metavar="MODULE:OBJECT")
 def graph(target: str) -> None:
-    """Print the graph of an ApplicationBuilder, Application or Graph as Mermaid text.
+    """Print the graph of an ApplicationBuilder, GraphBuilder, Application or Graph as Mermaid
+    text.
 
     MODULE is a dotted module name (importable from the current directory) or the path of a
     Python file, e.g. myapp.flows:builder or flows/chat.py:builder.
     """
     obj = _import_object(target)
     if isinstance(obj, ApplicationBuilder):
-        text = Graph(obj._actions, obj._transitions).to_mermaid(highlight=obj._entrypoint)
+        built = obj._graph
+        text = Graph(built._actions, built._transitions).to_mermaid(highlight=obj._entrypoint)
+    elif isinstance(obj, GraphBuilder):
+        text = Graph(obj._actions, obj._transitions).to_mermaid()
     elif isinstance(obj, Application):
         text = obj.graph.to_mermaid(highlight=obj.position)
     elif isinstance(obj, Graph):
         text = obj.to_mermaid()
     else:
         kind = type(obj).__name__
-        _fail(f"{target!r} is a {kind}, not an ApplicationBuilder, Application or Graph")
+        _fail(
+            f"{target!r} is a {kind}, not an ApplicationBuilder, GraphBuilder, Application or Graph"
+        )
     click.echo(_printable(text, multiline=True), nl=False)
 
 

@@ -8,8 +8,10 @@ name the application, action or key involved, and what to do about it::
     │   ├── GraphValidationError
     │   └── InvalidIdentifierError
     ├── ApplicationBusyError
+    ├── StateOperationError (also a ValueError and a TypeError)
     ├── ActionError
     │   ├── MissingInputError (also a ValueError)
+    │   ├── ReservedInputError (also a ValueError)
     │   ├── UndeclaredWriteError
     │   ├── MissingWriteError
     │   └── InvalidActionResultError (also a TypeError)
@@ -43,10 +45,12 @@ __all__ = [
     "MissingInputError",
     "MissingWriteError",
     "PersistenceError",
+    "ReservedInputError",
     "SchemaAheadError",
     "SchemaOutOfDateError",
     "SerializationError",
     "StateNotFoundError",
+    "StateOperationError",
     "UndeclaredWriteError",
 ]
 
@@ -115,6 +119,21 @@ class ApplicationBusyError(BurrAsyncError):
     application are sequential. Await the first call, or give each task its own application."""
 
 
+class StateOperationError(BurrAsyncError, ValueError, TypeError):
+    """A :class:`~burr_async.state.State` operation does not fit the value it is applied to:
+    ``append``/``extend`` to a key that holds no list, ``increment`` of a key that holds no
+    number, ``wipe`` without exactly one of ``delete``/``keep``.
+
+    A ``ValueError``, as Burr raises for these, and a ``TypeError``, as burr_async raised
+    before, so ``except ValueError`` and ``except TypeError`` both still catch it. ``key`` names
+    the state key (None for ``wipe``).
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        self.key = key
+        super().__init__(message)
+
+
 class ActionError(BurrAsyncError):
     """An action was called or returned in a way its declaration does not allow."""
 
@@ -136,6 +155,20 @@ class MissingInputError(ActionError, ValueError):
             f"{action}.bind(...).",
             action=action,
             key=missing[0],
+        )
+
+
+class ReservedInputError(ActionError, ValueError):
+    """An input passed to a run call starts with ``__``: such names are reserved for what
+    burr_async injects (``__context``), as in Burr."""
+
+    def __init__(self, keys: list[str], app_id: str | None = None) -> None:
+        self.keys = keys
+        where = f" (app_id={app_id!r})" if app_id is not None else ""
+        super().__init__(
+            f"Inputs {keys}{where} start with a double underscore, which is reserved for "
+            "injected inputs (__context); rename them.",
+            key=keys[0],
         )
 
 

@@ -2,8 +2,10 @@
 
 Subclass one (or several) of the classes below and pass instances to
 ``ApplicationBuilder.with_hooks``. The names and keyword arguments match Apache Burr's, so a Burr
-hook ports by changing its import. Every method receives keyword arguments only and should accept
-``**future_kwargs`` so that new arguments do not break it. Sync variants run inline on the loop.
+hook ports by changing its import. Every method receives keyword arguments only. A method with
+``**future_kwargs`` receives every argument of its phase; one without receives only the arguments
+it names (so a hook declaring ``app_id`` and ``state`` alone still works). Sync variants run inline
+on the loop.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ import enum
 import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from burr_async.actions import Action
 from burr_async.errors import HookError
+from burr_async.persistence.base import ParentPointer
 from burr_async.state import State
+
+if TYPE_CHECKING:
+    from burr_async.graph import ApplicationGraph
 
 __all__ = [
     "ExecuteMethod",
@@ -39,6 +45,7 @@ class ExecuteMethod(enum.Enum):
     arun = "arun"
     aiterate = "aiterate"
     astream_result = "astream_result"
+    astream_iterate = "astream_iterate"
 
 
 class PreRunStepHookAsync(ABC):
@@ -80,7 +87,8 @@ class PostRunStepHookAsync(ABC):
 
 
 class PreApplicationExecuteCallHookAsync(ABC):
-    """Runs when ``astep``/``arun``/``aiterate``/``astream_result`` is called."""
+    """Runs when ``astep``/``arun``/``aiterate``/``astream_result``/``astream_iterate`` is
+    called."""
 
     @abstractmethod
     async def pre_run_execute_call(
@@ -154,9 +162,14 @@ class PostApplicationCreateHook(ABC):
         app_id: str,
         partition_key: str | None,
         state: State,
+        application_graph: ApplicationGraph,
+        parent_pointer: ParentPointer | None,
+        spawning_parent_pointer: ParentPointer | None,
         **future_kwargs: Any,
     ) -> None:
-        """Observe the new application (sync or async)."""
+        """Observe the new application (sync or async). ``application_graph`` is its graph
+        with the entrypoint; ``parent_pointer`` the step it was forked from (None when it was
+        not); ``spawning_parent_pointer`` is always None (no sub-applications here)."""
 
 
 _PHASES = (
@@ -171,7 +184,7 @@ _PHASES = (
 class _HookSet:
     """The hooks of one application, grouped by phase once, at build time."""
 
-    __slots__ = ("by_phase",)
+    __slots__ = ("by_phase", "named")
 
     def __init__(self, hooks: Iterable[object]) -> None:
         hooks = list(hooks)
@@ -184,6 +197,13 @@ class _HookSet:
         self.by_phase: dict[str, list[object]] = {
             phase: [h for h in hooks if callable(getattr(h, phase, None))] for phase in _PHASES
         }
+        # For each (hook, phase) whose method has no **kwargs: the keywords it names.
+        self.named: dict[tuple[int, str], frozenset[str]] = {}
+        for phase, members in self.by_phase.items():
+            for hook in members:
+                names = _named_keywords(getattr(hook, phase))
+                if names is not None:
+                    self.named[id(hook), phase] = names
 
     def has(self, phase: str) -> bool:
         return bool(self.by_phase[phase])
@@ -191,9 +211,27 @@ class _HookSet:
     async def call(self, phase: str, action_name: str | None, /, **kwargs: Any) -> None:
         """Call every hook of ``phase``; the first failure is raised as :class:`HookError`."""
         for hook in self.by_phase[phase]:
+            named = self.named.get((id(hook), phase))
+            given = kwargs if named is None else {k: v for k, v in kwargs.items() if k in named}
             try:
-                outcome = getattr(hook, phase)(**kwargs)
+                outcome = getattr(hook, phase)(**given)
                 if inspect.isawaitable(outcome):
                     await outcome
             except Exception as exc:
                 raise HookError(hook, phase, action_name, kwargs["app_id"]) from exc
+
+
+def _named_keywords(method: Any) -> frozenset[str] | None:
+    """The keyword parameters ``method`` names, or None when it takes ``**kwargs`` (or its
+    signature cannot be read): then it is given every keyword."""
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(
+        p.name
+        for p in params
+        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    )

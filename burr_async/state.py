@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, overload
 
+from burr_async.errors import StateOperationError
+
 if TYPE_CHECKING:
     from burr_async.serde import OrjsonSerde
 
@@ -20,6 +22,10 @@ class State(Mapping[str, Any]):
     Every operation returns a new ``State``; none mutates this one or a value another ``State``
     shares (``append`` and ``extend`` build new lists). Values themselves are not copied, so treat
     them as read-only: replace a value rather than mutating it in place.
+
+    An operation that does not fit the value it meets (``append`` to a number, ``increment`` of
+    a string) raises :class:`~burr_async.errors.StateOperationError`, which is both a
+    ``ValueError`` (as in Burr) and a ``TypeError``.
     """
 
     __slots__ = ("__weakref__", "_data", "_grown")
@@ -153,9 +159,10 @@ class State(Mapping[str, Any]):
         for key, delta in deltas.items():
             current = data.get(key, 0)
             if not isinstance(current, int | float) or isinstance(current, bool):
-                raise TypeError(
+                raise StateOperationError(
                     f"Cannot increment state key {key!r}: it holds {type(current).__name__}, "
-                    "not a number."
+                    "not a number.",
+                    key=key,
                 )
             data[key] = current + delta
         return State._wrap(data, self._grown_except(deltas))
@@ -163,7 +170,7 @@ class State(Mapping[str, Any]):
     def wipe(self, delete: Iterable[str] | None = None, keep: Iterable[str] | None = None) -> State:
         """Remove the keys in ``delete``, or every key not in ``keep`` (exactly one of the two)."""
         if (delete is None) == (keep is None):
-            raise ValueError("State.wipe takes exactly one of delete=[...] or keep=[...].")
+            raise StateOperationError("State.wipe takes exactly one of delete=[...] or keep=[...].")
         if delete is not None:
             drop = set(delete)
             return State._wrap(
@@ -192,8 +199,9 @@ class State(Mapping[str, Any]):
         if current is _MISSING:
             return []
         if not isinstance(current, list | tuple):
-            raise TypeError(
+            raise StateOperationError(
                 f"Cannot append to state key {key!r}: it holds {type(current).__name__}, "
-                "not a list."
+                "not a list.",
+                key=key,
             )
         return current

@@ -1,4 +1,5 @@
-"""The :class:`StreamingResultContainer`: what ``Application.astream_result`` hands back."""
+"""The :class:`StreamingResultContainer`: what ``Application.astream_result`` and
+``astream_iterate`` hand back (Burr's ``AsyncStreamingResultContainer``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from burr_async.actions import ResultDict, StreamItem
 from burr_async.errors import BurrAsyncError
 from burr_async.state import State
 
-__all__ = ["StreamingResultContainer"]
+__all__ = ["AsyncStreamingResultContainer", "StreamingResultContainer"]
 
 
 class StreamingResultContainer:
@@ -27,6 +28,7 @@ class StreamingResultContainer:
     def __init__(self, stream: AsyncGenerator[StreamItem, None] | None) -> None:
         self._stream = stream
         self._final: tuple[ResultDict | None, State] | None = None
+        self._abandoned = False
 
     @classmethod
     def _finished(cls, result: ResultDict | None, state: State) -> StreamingResultContainer:
@@ -53,6 +55,7 @@ class StreamingResultContainer:
         left as it is, so ``get()`` still returns its result."""
         stream, self._stream = self._stream, None
         if stream is not None:
+            self._abandoned = self._final is None
             await stream.aclose()
 
     async def __anext__(self) -> ResultDict:
@@ -79,3 +82,7 @@ class StreamingResultContainer:
                 "was read); the application's history shows what was stored for this step."
             )
         return self._final
+
+
+AsyncStreamingResultContainer = StreamingResultContainer
+"""Burr's name for the container of an async stream: the same class."""

@@ -162,9 +162,6 @@ def pydantic_action(
                 return written(result, state)
 
             wrapper = run
-        made = FunctionAction(wrapper, reads, writes)
-        if tags is not None:
-            made.tags = list(tags)  # type: ignore[attr-defined]
-        return made
+        return FunctionAction(wrapper, reads, writes, tags=tags)
 
     return decorate

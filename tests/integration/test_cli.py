@@ -687,7 +687,7 @@ GRAPH_MODULE = textwrap.dedent(
     """
     import anyio
 
-    from burr_async import ApplicationBuilder, Graph, Result, State, action, default, expr
+    from burr_async import ApplicationBuilder, Result, State, action, default, expr
 
     @action(reads=["n"], writes=["n"])
     def count_up(state: State) -> State:
@@ -702,7 +702,7 @@ GRAPH_MODULE = textwrap.dedent(
     )
 
     class Holder:
-        graph = Graph(builder._actions, builder._transitions)
+        graph = builder._graph.build()
 
     app = anyio.run(builder.abuild)
 

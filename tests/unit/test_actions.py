@@ -12,13 +12,18 @@ from burr_async import (
     Action,
     ActionError,
     ApplicationBuilder,
+    ApplicationContext,
+    AsyncStreamingAction,
     ConfigurationError,
     FunctionAction,
+    Input,
     InvalidActionResultError,
     MissingInputError,
     MissingWriteError,
+    ReservedInputError,
     Result,
     State,
+    StreamingAction,
     UndeclaredWriteError,
     action,
     streaming_action,
@@ -402,3 +407,179 @@ async def test_result_is_a_terminal_action_returning_the_keys() -> None:
 async def test_result_positionally_needs_a_name() -> None:
     with pytest.raises(ConfigurationError, match="no name"):
         ApplicationBuilder().with_actions(Result("a"))
+
+
+# -- tags, names, Input ------------------------------------------------------------------------
+
+
+def test_tags_on_function_and_class_actions() -> None:
+    @action(reads=[], writes=[], tags=["io", "slow"])
+    def tagged(state: State) -> State:
+        return state
+
+    @streaming_action(reads=[], writes=[], tags=["stream"])
+    async def tagged_stream(state: State) -> AsyncIterator[tuple[dict[str, Any], State | None]]:
+        yield {}, state
+
+    assert tagged.tags == ["io", "slow"]
+    assert tagged.bind().tags == ["io", "slow"]
+    assert tagged.with_name("other").tags == ["io", "slow"]
+    assert tagged_stream.tags == ["stream"]
+    assert add_async.tags == []
+    assert Result("n").tags == []
+    tagged.tags.append("mutated")
+    assert tagged.tags == ["io", "slow"]
+
+
+def test_with_name_returns_a_renamed_copy() -> None:
+    renamed = add_async.with_name("plus")
+    assert renamed.name == "plus"
+    assert add_async.name == "add_async"
+    result = Result("n")
+    named = result.with_name("out")
+    assert named.name == "out" and named is not result
+    with pytest.raises(AttributeError, match="no name"):
+        _ = result.name
+
+
+async def test_input_writes_its_inputs_to_the_state() -> None:
+    app = await (
+        ApplicationBuilder()
+        .with_actions(ask=Input("question", "tone"), out=Result("question"))
+        .with_transitions(("ask", "out"))
+        .with_entrypoint("ask")
+        .abuild()
+    )
+    ask = app.graph.get_action("ask")
+    assert ask.reads == [] and ask.writes == ["question", "tone"]
+    assert ask.required_inputs == {"question", "tone"}
+    act, result, state = await app.arun(
+        halt_after=["out"], inputs={"question": "why?", "tone": "calm", "extra": 1}
+    )
+    assert act is not None and act.name == "out"
+    assert state.get_all() == {"question": "why?", "tone": "calm"}
+    assert result == {"question": "why?"}
+    other = await (
+        ApplicationBuilder().with_actions(ask=Input("question")).with_entrypoint("ask").abuild()
+    )
+    with pytest.raises(MissingInputError, match="question"):
+        await other.astep()
+
+
+def test_async_streaming_action_is_burrs_name_for_streaming_action() -> None:
+    assert AsyncStreamingAction is StreamingAction
+
+
+# -- __context ---------------------------------------------------------------------------------
+
+
+@action(reads=[], writes=["seen"])
+async def sees_context(state: State, __context: ApplicationContext) -> State:
+    return state.update(
+        seen=[
+            __context.app_id,
+            __context.partition_key,
+            __context.sequence_id,
+            __context.action_name,
+        ]
+    )
+
+
+@action(reads=[], writes=["seen"])
+def sees_context_sync(state: State, __context: ApplicationContext, label: str = "x") -> State:
+    return state.update(seen=f"{label}:{__context.sequence_id}")
+
+
+async def test_a_function_action_receives_the_application_context() -> None:
+    assert sees_context.required_inputs == frozenset()
+    assert sees_context.inputs == ([], [])
+    app = await (
+        ApplicationBuilder()
+        .with_actions(look=sees_context)
+        .with_transitions(("look", "look"))
+        .with_entrypoint("look")
+        .with_identifiers(app_id="ctx-app", partition_key="pk")
+        .abuild()
+    )
+    await app.astep()
+    assert app.state["seen"] == ["ctx-app", "pk", 0, "look"]
+    await app.astep()
+    assert app.state["seen"] == ["ctx-app", "pk", 1, "look"]
+    plain = await single_action_app(sees_context_sync)
+    await plain.astep(inputs={"label": "L"})
+    assert plain.state["seen"] == "L:0"
+
+
+async def test_a_streaming_function_action_receives_the_application_context() -> None:
+    @streaming_action(reads=[], writes=["seen"])
+    async def streams(
+        state: State, __context: ApplicationContext
+    ) -> AsyncIterator[tuple[dict[str, Any], State | None]]:
+        yield {"partial": __context.action_name}, None
+        yield {}, state.update(seen=__context.sequence_id)
+
+    app = await single_action_app(streams, name="s")
+    await app.astep()
+    assert app.state["seen"] == 0
+
+
+class ContextAction(Action):
+    """A class-based action asks for the context by listing __context in its inputs; Python
+    mangles the parameter name in the class body, which is handled."""
+
+    @property
+    def reads(self) -> list[str]:
+        return []
+
+    @property
+    def writes(self) -> list[str]:
+        return ["seen"]
+
+    @property
+    def inputs(self) -> list[str]:
+        return ["__context", "label"]
+
+    def run(self, state: State, __context: ApplicationContext, label: str) -> dict[str, Any]:
+        return {"seen": f"{label}@{__context.action_name}"}
+
+    def update(self, result: dict[str, Any], state: State) -> State:
+        return state.update(**result)
+
+
+async def test_a_class_action_receives_the_application_context() -> None:
+    app = await single_action_app(ContextAction(), name="cls")
+    with pytest.raises(MissingInputError, match="label") as info:
+        await app.astep()
+    assert info.value.missing == ["label"]
+    await app.astep(inputs={"label": "hi"})
+    assert app.state["seen"] == "hi@cls"
+
+
+async def test_inputs_starting_with_a_double_underscore_are_refused() -> None:
+    app = await single_action_app(sees_context_sync)
+    with pytest.raises(ReservedInputError, match="__context") as info:
+        await app.astep(inputs={"__context": "forged"})
+    assert isinstance(info.value, ValueError)
+    assert info.value.keys == ["__context"]
+    assert app.sequence_id is None
+
+
+def test_a_double_underscore_parameter_other_than_context_is_refused() -> None:
+    with pytest.raises(TypeError, match="__tracer"):
+
+        @action(reads=[], writes=[])
+        def traced(state: State, __tracer: Any) -> State:
+            return state
+
+    @action(reads=[], writes=[])
+    def defaulted(state: State, __tracer: Any = None) -> State:
+        return state
+
+    assert defaulted.required_inputs == frozenset()
+
+
+async def test_a_bound_context_is_not_replaced() -> None:
+    fixed = ApplicationContext(app_id="fixed", partition_key=None, sequence_id=9, action_name="z")
+    app = await single_action_app(sees_context.bind(__context=fixed), name="look")
+    await app.astep()
+    assert app.state["seen"] == ["fixed", None, 9, "z"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -13,15 +14,25 @@ from burr_async import (
     Application,
     ApplicationBuilder,
     ApplicationBusyError,
+    CommitUnknownError,
     ConditionError,
     GraphValidationError,
+    InMemoryPersister,
+    PersistenceError,
+    Result,
     State,
     action,
     default,
     expr,
 )
 
-from ._support import FlakyError, chatbot_app, counter_app
+from ._support import (
+    FlakyError,
+    chatbot_app,
+    counter_app,
+    counter_builder,
+    single_action_app,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -354,3 +365,292 @@ async def test_astep_inside_an_aiterate_loop_body_is_allowed() -> None:
         await app.astep()  # the loop body runs between steps, when the app is not busy
     assert seen == [0, 2, 4]  # each loop step and each body step took a number
     assert app.position == "done"
+
+
+# -- halting on tags ---------------------------------------------------------------------------
+
+
+@action(reads=["n"], writes=["n"], tags=["work"])
+async def work(state: State) -> State:
+    return state.update(n=state["n"] + 1)
+
+
+@action(reads=["n"], writes=["n"], tags=["work", "review"])
+async def review(state: State) -> State:
+    return state.update(n=state["n"] * 10)
+
+
+async def _tagged_app() -> Application:
+    return await (
+        ApplicationBuilder()
+        .with_actions(work, review, finish=Result("n"))
+        .with_transitions(("work", "review"), ("review", "finish"))
+        .with_state(n=1)
+        .with_entrypoint("work")
+        .abuild()
+    )
+
+
+async def test_halt_after_a_tag_stops_at_the_first_action_with_it() -> None:
+    app = await _tagged_app()
+    act, _, state = await app.arun(halt_after=["@tag:work"])
+    assert act is not None and act.name == "work" and state["n"] == 2
+    act, _, state = await app.arun(halt_after=["@tag:review"])
+    assert act is not None and act.name == "review" and state["n"] == 20
+
+
+async def test_halt_before_a_tag_and_a_single_string() -> None:
+    app = await _tagged_app()
+    act, result, _ = await app.arun(halt_before="@tag:review")
+    assert act is not None and act.name == "review" and result is None
+    names = [a.name async for a, _, _ in app.aiterate(halt_after="finish")]
+    assert names == ["review", "finish"]
+
+
+async def test_an_unknown_tag_or_action_in_a_halt_raises_before_running() -> None:
+    app = await _tagged_app()
+    with pytest.raises(GraphValidationError, match="'nope'"):
+        await app.arun(halt_after=["@tag:nope"])
+    with pytest.raises(GraphValidationError, match="'ghost'"):
+        await app.arun(halt_before=["ghost"])
+    assert app.sequence_id is None
+
+
+# -- update_state and reset_to_entrypoint ------------------------------------------------------
+
+
+async def _persisted_counter(persister: InMemoryPersister, app_id: str = "c") -> Application:
+    return await (
+        counter_builder(limit=3)
+        .initialize_from(persister, True, {"count": 0}, "increment")
+        .with_state_persister(persister)
+        .with_identifiers(app_id=app_id)
+        .abuild()
+    )
+
+
+async def test_update_state_is_a_stored_step_that_a_restart_sees() -> None:
+    persister = InMemoryPersister()
+    app = await _persisted_counter(persister)
+    await app.astep()
+    assert (app.sequence_id, app.state["count"]) == (0, 1)
+    result = app.update_state(app.state.update(count=10))
+    assert inspect.isawaitable(result)  # Burr's name; here it is awaited
+    await result
+    assert (app.sequence_id, app.position, app.state["count"]) == (1, "increment", 10)
+    rows = await persister.history(None, "c")
+    assert [(r.sequence_id, r.position, r.status, r.state["count"]) for r in rows] == [
+        (0, "increment", "completed", 1),
+        (1, "increment", "completed", 10),
+    ]
+    restarted = await _persisted_counter(persister)
+    assert (restarted.sequence_id, restarted.state["count"]) == (1, 10)
+    assert restarted.get_next_action().name == "done"  # count >= 3 out of "increment"
+
+
+async def test_update_state_accepts_a_mapping_and_works_without_a_persister() -> None:
+    app = await counter_app()
+    await app.update_state({"count": 2})
+    assert app.state == State({"count": 2})
+    assert (app.sequence_id, app.position) == (0, None)  # before any action: at the entrypoint
+    outcome = await app.astep()
+    assert outcome is not None and outcome[0].name == "increment"
+    assert (app.sequence_id, app.state["count"]) == (1, 3)
+
+
+async def test_update_state_before_any_step_is_stored_at_the_entrypoint() -> None:
+    persister = InMemoryPersister()
+    app = await _persisted_counter(persister)
+    await app.update_state(State({"count": 2}))
+    rows = await persister.history(None, "c")
+    assert [(r.position, r.state["count"]) for r in rows] == [("@entrypoint", 2)]
+    restarted = await _persisted_counter(persister)
+    assert restarted.position is None and restarted.state["count"] == 2
+    assert restarted.get_next_action().name == "increment"
+
+
+@action(reads=["ok"], writes=["fetched"])
+async def fetch(state: State) -> State:
+    if not state["ok"]:
+        raise FlakyError("not ok yet")
+    return state.update(fetched=True)
+
+
+def _fetch_builder(persister: InMemoryPersister) -> ApplicationBuilder:
+    return (
+        ApplicationBuilder()
+        .with_actions(fetch, done=Result("fetched"))
+        .with_transitions(("fetch", "done"))
+        .initialize_from(persister, True, {"ok": False}, "fetch")
+        .with_identifiers(app_id="f")
+    )
+
+
+async def test_update_state_after_a_failure_keeps_the_failed_action_next() -> None:
+    persister = InMemoryPersister()
+    app = await _fetch_builder(persister).with_state_persister(persister).abuild()
+    with pytest.raises(FlakyError):
+        await app.astep()
+    await app.update_state(app.state.update(ok=True))
+    rows = await persister.history(None, "f")
+    assert [(r.position, r.status, r.state["ok"]) for r in rows] == [
+        ("fetch", "failed", False),
+        ("fetch", "failed", True),
+    ]
+    assert rows[1].error == rows[0].error == "FlakyError: not ok yet"
+    assert app.get_next_action().name == "fetch"  # the failed action runs again
+    restarted = await _fetch_builder(persister).abuild()
+    assert restarted.get_next_action().name == "fetch" and restarted.state["ok"] is True
+    await app.astep()
+    assert app.state["fetched"] is True
+    assert (await persister.history(None, "f"))[-1].status == "completed"
+
+
+async def test_reset_to_entrypoint_is_a_stored_step_that_a_restart_sees() -> None:
+    persister = InMemoryPersister()
+    app = await _persisted_counter(persister)
+    await app.arun(halt_after=["done"])
+    assert not app.has_next_action()
+    await app.reset_to_entrypoint()
+    assert app.position is None
+    assert app.get_next_action().name == "increment"
+    last = (await persister.history(None, "c"))[-1]
+    assert (last.sequence_id, last.position, last.status) == (
+        app.sequence_id,
+        "@entrypoint",
+        "completed",
+    )
+    assert last.state == app.state
+    restarted = await _persisted_counter(persister)
+    assert restarted.position is None
+    assert restarted.get_next_action().name == "increment"
+    assert restarted.state["count"] == 3
+    not_resumed = await (
+        counter_builder(limit=3)
+        .initialize_from(persister, False, {"count": 0}, "increment")
+        .with_identifiers(app_id="c")
+        .abuild()
+    )
+    assert not_resumed.get_next_action().name == "increment"
+
+
+async def test_reset_to_entrypoint_clears_a_failure() -> None:
+    app = await counter_app()
+
+    @action(reads=[], writes=[])
+    def boom(state: State) -> State:
+        raise FlakyError("boom")
+
+    failing = await (
+        ApplicationBuilder()
+        .with_actions(boom, ok=Result())
+        .with_transitions(("ok", "boom"))
+        .with_entrypoint("ok")
+        .abuild()
+    )
+    await failing.astep()
+    with pytest.raises(FlakyError):
+        await failing.astep()
+    assert failing.get_next_action().name == "boom"
+    await failing.reset_to_entrypoint()
+    assert failing.get_next_action().name == "ok"
+    assert app.position is None
+
+
+async def test_update_state_refused_while_a_step_runs() -> None:
+    started, release = anyio.Event(), anyio.Event()
+
+    @action(reads=[], writes=[])
+    async def slow(state: State) -> State:
+        started.set()
+        await release.wait()
+        return state
+
+    app = await single_action_app(slow)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(app.astep)
+        await started.wait()
+        with pytest.raises(ApplicationBusyError, match="update_state"):
+            await app.update_state(State())
+        with pytest.raises(ApplicationBusyError, match="reset_to_entrypoint"):
+            await app.reset_to_entrypoint()
+        release.set()
+    await app.update_state(State({"x": 1}))
+    assert app.state["x"] == 1
+
+
+class _FailingSaves(InMemoryPersister):
+    """Saves fail with the given errors, one per save, then succeed."""
+
+    def __init__(self, *errors: Exception) -> None:
+        super().__init__()
+        self.errors = list(errors)
+
+    async def save(self, *args: Any, **kwargs: Any) -> None:
+        await super().save(*args, **kwargs)  # the row lands...
+        if self.errors:
+            raise self.errors.pop(0)  # ...but the caller hears an error
+
+
+async def test_a_failed_update_state_leaves_the_application_unchanged() -> None:
+    persister = _FailingSaves()
+    app = await _persisted_counter(persister)  # type: ignore[arg-type]
+    await app.astep()
+
+    class Broken(InMemoryPersister):
+        async def save(self, *args: Any, **kwargs: Any) -> None:
+            raise OSError("disk gone")
+
+    app._persister = Broken()
+    with pytest.raises(PersistenceError, match="disk gone") as info:
+        await app.update_state(State({"count": 99}))
+    assert info.value.sequence_id == 1 and info.value.action == "increment"
+    assert (app.sequence_id, app.state["count"]) == (0, 1)
+
+
+async def test_an_update_state_whose_commit_is_unknown_is_settled_by_the_next_call() -> None:
+    persister = _FailingSaves(CommitUnknownError("lost the reply", app_id="c"))
+    app = await _persisted_counter(persister)  # type: ignore[arg-type]
+    with pytest.raises(CommitUnknownError):
+        await app.update_state(State({"count": 2}))
+    assert app.sequence_id is None and app.state["count"] == 0
+    # The row had landed; the next call saves the very same step again (accepted, since it is
+    # identical), applies it, and only then runs its own step.
+    persister._rows.clear()  # as if it had not landed: the settle writes it
+    outcome = await app.astep()
+    assert outcome is not None
+    assert (app.sequence_id, app.state["count"]) == (1, 3)
+    rows = await persister.history(None, "c")
+    assert [(r.sequence_id, r.position, r.state["count"]) for r in rows] == [
+        (0, "@entrypoint", 2),
+        (1, "increment", 3),
+    ]
+
+
+class _LostSaves(InMemoryPersister):
+    """The first ``lost`` saves never land, and their outcome is unknown to the caller."""
+
+    def __init__(self, lost: int) -> None:
+        super().__init__()
+        self.lost = lost
+
+    async def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.lost:
+            self.lost -= 1
+            raise CommitUnknownError("the connection dropped", app_id="c")
+        await super().save(*args, **kwargs)
+
+
+async def test_update_state_first_settles_an_actions_step_whose_commit_is_unknown() -> None:
+    persister = _LostSaves(lost=1)
+    app = await _persisted_counter(persister)
+    with pytest.raises(CommitUnknownError):
+        await app.astep()
+    assert app.sequence_id is None
+    await app.update_state(State({"count": 50}))
+    rows = await persister.history(None, "c")
+    assert [(r.sequence_id, r.position, r.state["count"]) for r in rows] == [
+        (0, "increment", 1),  # the step, saved again (its action did not run again)
+        (1, "increment", 50),  # then the update, at the step's position
+    ]
+    assert (app.sequence_id, app.position, app.state["count"]) == (1, "increment", 50)

@@ -10,6 +10,7 @@ import pytest
 from burr_async import (
     ApplicationBuilder,
     ConfigurationError,
+    GraphBuilder,
     GraphValidationError,
     InMemoryPersister,
     State,
@@ -311,3 +312,136 @@ def test_ids_that_no_backend_can_store_are_refused_up_front(
     with pytest.raises(InvalidIdentifierError) as info:
         ApplicationBuilder().with_identifiers(app_id=app_id, partition_key=partition_key)
     assert len(str(info.value)) < 300  # a 10 kB id is quoted shortened
+
+
+# -- Burr's spellings: with_graph, build(), initialize_from's order and overrides -----------------
+
+
+async def test_with_graph_builds_an_application_from_a_reusable_graph() -> None:
+    graph = (
+        GraphBuilder()
+        .with_actions(one, two)
+        .with_transitions(("one", "two"), ("two", "one"))
+        .build()
+    )
+    first = await ApplicationBuilder().with_graph(graph).with_entrypoint("one").abuild()
+    second = await ApplicationBuilder().with_graph(graph).with_entrypoint("two").abuild()
+    await first.astep()
+    await second.astep()
+    assert (first.position, second.position) == ("one", "two")
+    assert set(first.graph.actions) == set(graph.actions)
+
+
+async def test_with_graph_combines_with_actions_and_transitions() -> None:
+    graph = GraphBuilder().with_actions(one, two).with_transitions(("one", "two")).build()
+    app = await (
+        ApplicationBuilder()
+        .with_graph(graph)
+        .with_actions(three)
+        .with_transitions(("two", "three"))
+        .with_entrypoint("one")
+        .abuild()
+    )
+    names = [step[0].name async for step in app.aiterate()]
+    assert names == ["one", "two", "three"]
+    other = GraphBuilder().with_actions(three).build()
+    both = (
+        await ApplicationBuilder()
+        .with_graphs(graph, other)
+        .with_transitions(("two", "three"))
+        .with_entrypoint("one")
+        .abuild()
+    )
+    assert set(both.graph.actions) == {"one", "two", "three"}
+    with pytest.raises(GraphValidationError, match="'one'"):
+        ApplicationBuilder().with_graph(graph).with_actions(one)
+
+
+def test_build_says_to_await_abuild() -> None:
+    with pytest.raises(ConfigurationError, match=r"await builder\.abuild\(\)"):
+        _linear().with_entrypoint("one").build()
+
+
+async def test_initialize_from_takes_burrs_positional_order() -> None:
+    persister = InMemoryPersister()
+    builder = (
+        _linear()
+        .initialize_from(persister, True, {"x": 1}, "one")
+        .with_state_persister(persister)
+        .with_identifiers(app_id="positional")
+    )
+    app = await builder.abuild()
+    assert app.state["x"] == 1
+    await app.astep()
+    resumed = await (
+        _linear()
+        .initialize_from(persister, True, {"x": 1}, "one", None, None, None, {"x": 5})
+        .with_identifiers(app_id="positional")
+        .abuild()
+    )
+    assert resumed.position == "one" and resumed.state["x"] == 5
+
+
+async def test_override_state_values_apply_to_a_loaded_state_only() -> None:
+    persister = InMemoryPersister()
+    fresh = await (
+        _linear()
+        .initialize_from(
+            persister,
+            resume_at_next_action=True,
+            default_state={"x": 1},
+            default_entrypoint="one",
+            override_state_values={"x": 100, "y": 2},
+        )
+        .with_state_persister(persister)
+        .with_identifiers(app_id="ov")
+        .abuild()
+    )
+    assert fresh.state.get_all() == {"x": 1}  # nothing loaded: the defaults, as in Burr
+    await fresh.astep()
+    loaded = await (
+        _linear()
+        .initialize_from(
+            persister,
+            resume_at_next_action=True,
+            default_state={"x": 1},
+            default_entrypoint="one",
+            override_state_values={"x": 100, "y": 2},
+        )
+        .with_state_persister(persister)
+        .with_identifiers(app_id="ov")
+        .abuild()
+    )
+    assert loaded.state.get_all() == {"x": 100, "y": 2}
+    assert (await persister.load(None, "ov")).state.get_all() == {"x": 1}  # not stored yet...
+    await loaded.astep()
+    assert (await persister.load(None, "ov")).state.get_all() == {"x": 100, "y": 2}  # ...now
+
+
+async def test_override_state_values_apply_to_a_fork() -> None:
+    persister = InMemoryPersister()
+    source = await (
+        _linear()
+        .initialize_from(persister, True, {"x": 1}, "one")
+        .with_state_persister(persister)
+        .with_identifiers(app_id="src")
+        .abuild()
+    )
+    await source.astep()
+    fork = await (
+        _linear()
+        .initialize_from(
+            persister, True, {}, "one", fork_from_app_id="src", override_state_values={"x": 7}
+        )
+        .with_state_persister(persister)
+        .with_identifiers(app_id="fork")
+        .abuild()
+    )
+    assert fork.state["x"] == 7
+    assert (await persister.load(None, "fork")).state["x"] == 1  # the fork's record: a copy
+
+
+@pytest.mark.parametrize("given", [{"fork_from_partition_key": "p"}, {"fork_from_sequence_id": 0}])
+def test_fork_details_without_fork_from_app_id_are_refused(given: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError, match="fork_from_app_id"):
+        _linear().initialize_from(InMemoryPersister(), True, {}, "one", **given)

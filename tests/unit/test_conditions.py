@@ -17,6 +17,7 @@ from burr_async import (
     action,
     default,
     expr,
+    safe_expr,
     when,
 )
 
@@ -68,7 +69,7 @@ def test_expr_allowed_call_does_not_need_the_function_in_state() -> None:
 def test_when() -> None:
     condition = when(done=True, mode="fast")
     assert condition.keys == ["done", "mode"]
-    assert condition.name == "done=True, mode='fast'"
+    assert condition.name == "done=True, mode=fast"  # Burr's rendering: no quotes
     assert condition.run(State({"done": True, "mode": "fast"})) is True
     assert condition.run(State({"done": True, "mode": "slow"})) is False
     assert condition.run(State({"done": False, "mode": "fast"})) is False
@@ -97,8 +98,8 @@ def test_combinators(a: bool, b: bool) -> None:
 def test_combinator_names_and_keys() -> None:
     combined = (when(a=1) & expr("b > 2")) | ~default
     assert combined.keys == ["a", "b"]
-    assert combined.name == "((a=1) & (b > 2)) | (~(default))"
-    assert repr(~when(a=1)) == "Condition(~(a=1))"
+    assert combined.name == "a=1 & b > 2 | ~default"  # as Burr renders it
+    assert repr(~when(a=1)) == "condition: ~a=1"
 
 
 def test_and_short_circuits() -> None:
@@ -484,3 +485,142 @@ async def test_first_matching_transition_wins() -> None:
     assert await _next_after_start(1, reverse=True) == "second"
     assert await _next_after_start(2, reverse=False) == "second"
     assert await _next_after_start(0, reverse=False) == "fallback"
+
+
+# -- Burr's spellings: lmda, Condition(keys, fn), reads, when's suffixes, rendering --------------
+
+
+def _is_long(state: State) -> bool:
+    return bool(state["turns"] >= 3)
+
+
+def test_lmda_is_burrs_lambda_condition() -> None:
+    condition = Condition.lmda(_is_long, ["turns"])
+    assert condition.name == "lmda__is_long_"
+    assert condition.reads == condition.keys == ["turns"]
+    assert condition.run(State({"turns": 3})) is True
+    assert condition.run(State({"turns": 1})) is False
+    assert Condition.lmda(lambda s: True, []).name == "lmda_<lambda>_"
+
+
+def test_condition_constructor_with_and_without_a_name() -> None:
+    named = Condition(["turns"], _is_long, "long chat")
+    assert named.name == str(named) == "long chat"
+    unnamed = Condition(["turns"], _is_long)
+    assert unnamed.name == "_is_long"
+    assert unnamed.resolver(State({"turns": 5})) is True
+    optional = Condition(["turns"], _is_long, optional_keys=["extra"])
+    assert optional.optional_keys == ["extra"] and optional.reads == ["turns"]
+
+
+def test_condition_checks_its_keys_before_calling_the_resolver() -> None:
+    calls: list[State] = []
+
+    def record(state: State) -> bool:
+        calls.append(state)
+        return True
+
+    condition = Condition(["a", "b"], record, "needs a and b")
+    with pytest.raises(ConditionError, match=r"\['b'\]") as info:
+        condition.run(State({"a": 1}))
+    assert info.value.key == "b"
+    assert calls == []
+    assert condition.run(State({"a": 1, "b": 2})) is True
+
+
+# Each of Burr's suffixes: (kwargs, a state where it holds, a state where it does not).
+SUFFIXES: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = [
+    ({"n__eq": 3}, {"n": 3}, {"n": 4}),
+    ({"n__ne": 0}, {"n": 1}, {"n": 0}),
+    ({"n__lt": 3}, {"n": 2}, {"n": 3}),
+    ({"n__lte": 3}, {"n": 3}, {"n": 4}),
+    ({"age__gt": 18}, {"age": 19}, {"age": 18}),
+    ({"age__gte": 18}, {"age": 18}, {"age": 17}),
+    ({"status__in": ["a", "b"]}, {"status": "a"}, {"status": "c"}),
+    ({"status__notin": ("x",)}, {"status": "a"}, {"status": "x"}),
+    ({"tags__contains": "python"}, {"tags": ["python", "go"]}, {"tags": ["go"]}),
+    ({"value__is": None}, {"value": None}, {"value": 0}),
+    ({"value__isnot": None}, {"value": 0}, {"value": None}),
+    (
+        {"age__gte": 18, "status": "active"},
+        {"age": 20, "status": "active"},
+        {"age": 20, "status": "x"},
+    ),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "holds", "fails"), SUFFIXES, ids=lambda v: str(v))
+def test_when_suffixes(
+    kwargs: dict[str, Any], holds: dict[str, Any], fails: dict[str, Any]
+) -> None:
+    condition = when(**kwargs)
+    assert condition.run(State(holds)) is True
+    assert condition.run(State(fails)) is False
+    assert sorted(condition.reads) == sorted(holds)
+
+
+@pytest.mark.parametrize(("kwargs", "holds", "fails"), SUFFIXES, ids=lambda v: str(v))
+def test_when_agrees_with_burr(
+    kwargs: dict[str, Any], holds: dict[str, Any], fails: dict[str, Any]
+) -> None:
+    burr_action = pytest.importorskip("burr.core.action")
+    burr_state = pytest.importorskip("burr.core.state")
+    theirs = burr_action.Condition.when(**kwargs)
+    ours = when(**kwargs)
+    assert ours.name == theirs.name
+    assert ours.reads == theirs.reads
+    for values in (holds, fails):
+        assert ours.run(State(values)) is theirs.run(burr_state.State(values))["PROCEED"]
+
+
+def test_an_unknown_suffix_is_part_of_the_key_as_in_burr() -> None:
+    condition = when(a__ge=1)  # Burr has __gte, not __ge
+    assert condition.reads == ["a__ge"]
+    assert condition.name == "a__ge=1"
+    assert condition.run(State({"a__ge": 1})) is True
+
+
+def test_when_with_only_a_suffix_is_refused() -> None:
+    with pytest.raises(ConditionError, match="__gt"):
+        when(__gt=1)
+
+
+def test_when_comparison_that_raises_is_a_condition_error() -> None:
+    with pytest.raises(ConditionError, match="'n'") as info:
+        when(n__gt=1).run(State({"n": "text"}))
+    assert isinstance(info.value.__cause__, TypeError)
+
+
+def test_rendering_matches_burr() -> None:
+    burr_core = pytest.importorskip("burr.core")
+    cases = [
+        (lambda m: m.when(foo="bar"), "foo=bar"),
+        (lambda m: m.when(b=2, a="x"), "a=x, b=2"),
+        (lambda m: m.when(age__gte=18, name__in=["x"]), "age>=18, name in ['x']"),
+        (lambda m: (m.when(a=1) & m.expr("b > 2")) | ~m.default, "a=1 & b > 2 | ~default"),
+        (lambda m: ~(m.when(a=1) | m.when(b=2)), "~a=1 | b=2"),
+    ]
+    import burr_async
+
+    for make, expected in cases:
+        assert make(burr_async).name == make(burr_core).name == expected
+        assert str(make(burr_async)) == expected
+        assert repr(make(burr_async)) == repr(make(burr_core)) == f"condition: {expected}"
+
+
+def test_str_of_when_is_its_name() -> None:
+    assert str(when(foo="bar")) == "foo=bar"
+    assert str(~when(foo="bar")) == "~foo=bar"
+
+
+def test_combining_with_a_non_condition_is_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        _ = when(a=1) & True  # type: ignore[operator]
+    with pytest.raises(TypeError):
+        _ = when(a=1) | "b"  # type: ignore[operator]
+
+
+def test_safe_expr_is_expr() -> None:
+    assert safe_expr("n > 1").run(State({"n": 2})) is True
+    assert Condition.safe_expr("n > 1").name == "n > 1"
+    assert safe_expr is expr

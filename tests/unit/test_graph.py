@@ -7,7 +7,10 @@ import re
 import pytest
 
 from burr_async import (
+    ApplicationGraph,
+    ConfigurationError,
     Graph,
+    GraphBuilder,
     GraphValidationError,
     Result,
     State,
@@ -128,7 +131,7 @@ def test_mermaid_lists_actions_and_condition_labels() -> None:
     for name in ("alpha", "beta", "gamma", "the end"):
         assert f'["{name}"]' in text
     assert '-- "count >= 3" -->' in text
-    assert '-- "~(done=True)" -->' in text
+    assert '-- "~done=True" -->' in text
     assert "mode == #quot;x#quot;" in text
     assert re.search(r"^    a0_alpha --> a3_the_end$", text, re.MULTILINE)
     assert "style" not in text
@@ -151,3 +154,99 @@ async def test_application_graph_and_visualize() -> None:
         assert name in text
     assert "'exit' in prompt" in text
     assert app.visualize() == text
+
+
+# -- GraphBuilder, tags, ApplicationGraph ------------------------------------------------------
+
+
+@action(reads=[], writes=[], tags=["io", "fast"])
+def tagged_one(state: State) -> State:
+    return state
+
+
+@action(reads=[], writes=[], tags=["io"])
+def tagged_two(state: State) -> State:
+    return state
+
+
+def test_graph_builder_builds_a_reusable_graph() -> None:
+    graph = (
+        GraphBuilder()
+        .with_actions(alpha, beta, end=Result("x"))
+        .with_transitions(("alpha", "beta"), (["beta"], "end", when(x=1)), ("beta", "alpha"))
+        .build()
+    )
+    assert isinstance(graph, Graph)
+    assert set(graph.actions) == {"alpha", "beta", "end"}
+    assert [(t.from_, t.to) for t in graph.transitions] == [
+        ("alpha", "beta"),
+        ("beta", "end"),
+        ("beta", "alpha"),
+    ]
+    assert graph.get_action("end").name == "end"
+    assert graph.get_action("alpha") is graph.action("alpha")
+
+
+def test_graph_builder_with_graph_combines_graphs() -> None:
+    first = GraphBuilder().with_actions(alpha, beta).with_transitions(("alpha", "beta")).build()
+    combined = (
+        GraphBuilder().with_graph(first).with_actions(gamma).with_transitions(("beta", "gamma"))
+    ).build()
+    assert set(combined.actions) == {"alpha", "beta", "gamma"}
+    assert len(combined.transitions) == 2
+    with pytest.raises(GraphValidationError, match="'alpha'"):
+        GraphBuilder().with_graph(first).with_actions(alpha)
+
+
+def test_graph_builder_refuses_what_the_application_builder_refuses() -> None:
+    with pytest.raises(GraphValidationError, match="no actions"):
+        GraphBuilder().build()
+    with pytest.raises(GraphValidationError, match="nowhere"):
+        GraphBuilder().with_actions(alpha).with_transitions(("alpha", "nowhere")).build()
+    with pytest.raises(ConfigurationError, match="not an action"):
+        GraphBuilder().with_actions(lambda state: state)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="not a Graph"):
+        GraphBuilder().with_graph("graph")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="Transition"):
+        GraphBuilder().with_transitions(("alpha",))  # type: ignore[arg-type]
+
+
+def test_get_action_of_an_unknown_name_is_a_value_error() -> None:
+    graph = Graph(ACTIONS, [])
+    with pytest.raises(ValueError, match="'delta'"):
+        graph.get_action("delta")
+
+
+def test_get_actions_by_tag() -> None:
+    graph = Graph({"one": tagged_one, "two": tagged_two, "alpha": alpha}, [])
+    assert [a.name for a in graph.get_actions_by_tag("io")] == ["tagged_one", "tagged_two"]
+    assert graph.get_actions_by_tag("fast") == [tagged_one]
+    with pytest.raises(GraphValidationError, match="'slow'") as info:
+        graph.get_actions_by_tag("slow")
+    assert isinstance(info.value, ValueError)
+    assert "['fast', 'io']" in str(info.value)
+
+
+def test_resolve_names_expands_tags_and_checks_names() -> None:
+    graph = Graph({"tagged_one": tagged_one, "tagged_two": tagged_two, "alpha": alpha}, [])
+    assert graph.resolve_names(None) == frozenset()
+    assert graph.resolve_names("alpha") == {"alpha"}
+    assert graph.resolve_names(["@tag:io", "alpha"]) == {"tagged_one", "tagged_two", "alpha"}
+    with pytest.raises(GraphValidationError, match="'nope'"):
+        graph.resolve_names(["@tag:nope"])
+    with pytest.raises(GraphValidationError, match="'ghost'"):
+        graph.resolve_names(["ghost"])
+
+
+@pytest.mark.parametrize("name", ["@entrypoint", "@tag:x", "@"])
+def test_action_names_starting_with_at_are_reserved(name: str) -> None:
+    with pytest.raises(GraphValidationError, match="reserved"):
+        Graph({name: alpha}, [])
+
+
+@pytest.mark.anyio
+async def test_the_application_graph_has_the_entrypoint() -> None:
+    app = await chatbot_app()
+    assert isinstance(app.graph, ApplicationGraph)
+    assert app.graph.entrypoint.name == "user_input"
+    assert app.graph.get_action("respond").name == "respond"

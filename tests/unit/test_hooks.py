@@ -246,10 +246,21 @@ async def test_post_application_create_hook_runs_at_abuild() -> None:
     app = await builder.abuild()
     assert len(created) == 2
     for kwargs in created:
-        assert set(kwargs) == {"app_id", "partition_key", "state"}
+        assert set(kwargs) == {
+            "app_id",
+            "partition_key",
+            "state",
+            "application_graph",
+            "parent_pointer",
+            "spawning_parent_pointer",
+        }
         assert kwargs["app_id"] == "new-app" == app.uid
         assert kwargs["partition_key"] is None
         assert kwargs["state"].get_all() == {"count": 5}
+        assert kwargs["application_graph"] is app.graph
+        assert kwargs["application_graph"].entrypoint.name == "increment"
+        assert kwargs["parent_pointer"] is None
+        assert kwargs["spawning_parent_pointer"] is None
 
 
 # -- hooks that raise --------------------------------------------------------------------------
@@ -359,3 +370,86 @@ async def test_post_step_hooks_run_for_a_step_cancelled_while_it_was_saved(how: 
     assert app.sequence_id == 0  # the step committed and the application advanced
     assert [phase for phase, _ in recorder.calls] == ["pre", "post"]
     assert recorder.calls[1][1]["sequence_id"] == 0
+
+
+# -- keyword dispatch: a hook is given what it declares -----------------------------------------
+
+
+async def test_a_hook_without_kwargs_gets_only_the_keywords_it_names() -> None:
+    seen: list[tuple[str, Any]] = []
+
+    class Narrow(PreRunStepHook, PostRunStepHookAsync, PostApplicationCreateHook):
+        def pre_run_step(self, *, action: Any) -> None:  # type: ignore[override]
+            seen.append(("pre", action.name))
+
+        async def post_run_step(self, *, sequence_id: int, result: Any) -> None:  # type: ignore[override]
+            seen.append(("post", (sequence_id, result)))
+
+        def post_application_create(  # type: ignore[override]
+            self, *, app_id: str, application_graph: Any, parent_pointer: Any
+        ) -> None:
+            seen.append(("create", (app_id, application_graph.entrypoint.name, parent_pointer)))
+
+    app = await _chatbot(Narrow())
+    await app.astep(inputs={"prompt": "hi"})
+    assert seen == [
+        ("create", ("hooked", "user_input", None)),
+        ("pre", "user_input"),
+        ("post", (0, {"prompt": "hi"})),
+    ]
+
+
+async def test_post_application_create_receives_the_fork_parent_pointer() -> None:
+    from burr_async import ParentPointer
+
+    created: list[dict[str, Any]] = []
+
+    class OnCreate(PostApplicationCreateHook):
+        def post_application_create(self, **kwargs: Any) -> None:  # type: ignore[override]
+            created.append(kwargs)
+
+    persister = InMemoryPersister()
+    source = await (
+        counter_builder()
+        .initialize_from(persister, True, {"count": 0}, "increment")
+        .with_state_persister(persister)
+        .with_identifiers(app_id="source", partition_key="p")
+        .abuild()
+    )
+    await source.astep()
+    fork = await (
+        counter_builder()
+        .initialize_from(
+            persister, True, {}, "increment", fork_from_app_id="source", fork_from_partition_key="p"
+        )
+        .with_state_persister(persister)
+        .with_identifiers(app_id="fork", partition_key="p")
+        .with_hooks(OnCreate())
+        .abuild()
+    )
+    assert created[0]["parent_pointer"] == ParentPointer("source", "p", 0) == fork.parent_pointer
+    assert created[0]["spawning_parent_pointer"] is None
+    assert created[0]["application_graph"] is fork.graph
+
+
+async def test_burr_style_hook_ports_unchanged() -> None:
+    """A hook written against Burr's signature (keyword arguments plus **future_kwargs)."""
+    lines: list[str] = []
+
+    class PrintStepHook(PostRunStepHook, PreRunStepHook):
+        def pre_run_step(self, action: Any, **future_kwargs: Any) -> None:
+            lines.append(f"pre {action.name}")
+
+        def post_run_step(
+            self, *, state: State, action: Any, result: dict[str, Any], **future_kwargs: Any
+        ) -> None:
+            lines.append(f"post {action.name} {sorted(result)}")
+
+    app = await _chatbot(PrintStepHook())
+    await app.arun(halt_after=["respond"], inputs={"prompt": "x"})
+    assert lines == [
+        "pre user_input",
+        "post user_input ['prompt']",
+        "pre respond",
+        "post respond ['response']",
+    ]

@@ -15,6 +15,7 @@ REEXPORTED_MODULES = [
     "burr_async.application",
     "burr_async.builder",
     "burr_async.conditions",
+    "burr_async.context",
     "burr_async.errors",
     "burr_async.graph",
     "burr_async.hooks",

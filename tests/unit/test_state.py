@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import json
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from burr_async import SerializationError, State
+from burr_async import BurrAsyncError, SerializationError, State, StateOperationError
 
 KEYS = st.text(alphabet="abcdefgh", min_size=1, max_size=3)
 SCALARS = st.one_of(st.integers(), st.text(max_size=5), st.booleans(), st.none())
@@ -195,6 +196,40 @@ def test_wipe_requires_exactly_one_argument() -> None:
         state.wipe()
     with pytest.raises(ValueError, match="exactly one"):
         state.wipe(delete=["a"], keep=["a"])
+
+
+@pytest.mark.parametrize(
+    ("operation", "key"),
+    [
+        (lambda s: s.append(counter=1), "counter"),
+        (lambda s: s.extend(counter=[1]), "counter"),
+        (lambda s: s.increment(name=1), "name"),
+        (lambda s: s.wipe(), None),
+    ],
+    ids=["append", "extend", "increment", "wipe"],
+)
+def test_a_state_operation_error_is_the_librarys_a_value_error_and_a_type_error(
+    operation: object, key: str | None
+) -> None:
+    state = State({"counter": 3, "name": "x"})
+    with pytest.raises(StateOperationError) as info:
+        operation(state)  # type: ignore[operator]
+    error = info.value
+    assert isinstance(error, BurrAsyncError)
+    assert isinstance(error, ValueError)  # what Burr raises
+    assert isinstance(error, TypeError)  # what burr_async raised before
+    assert error.key == key
+    for caught in (ValueError, TypeError, BurrAsyncError):
+        with contextlib.suppress(caught):
+            operation(state)  # type: ignore[operator]
+
+
+def test_burr_raises_value_error_for_the_same_operations() -> None:
+    burr_state = pytest.importorskip("burr.core.state")
+    with pytest.raises(ValueError, match="Cannot append"):
+        burr_state.State({"counter": 3}).append(counter=1)
+    with pytest.raises(StateOperationError):
+        State({"counter": 3}).append(counter=1)
 
 
 def test_merge() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from contextlib import aclosing
 from typing import Any
 
 import pytest
@@ -10,9 +11,14 @@ import pytest
 from burr_async import (
     ApplicationBuilder,
     ApplicationBusyError,
+    AsyncStreamingResultContainer,
+    ExecuteMethod,
+    GraphValidationError,
     InMemoryPersister,
     InvalidActionResultError,
     MissingInputError,
+    PostApplicationExecuteCallHook,
+    PreApplicationExecuteCallHook,
     State,
     StreamingAction,
     StreamingFunctionAction,
@@ -390,3 +396,166 @@ async def test_aclose_after_the_stream_ended_keeps_the_result() -> None:
     await container.aclose()
     assert (result, state["text"]) == ({"text": "abc"}, "abc")
     assert await container.get() == (result, state)
+
+
+# -- astream_iterate ---------------------------------------------------------------------------
+
+
+def test_async_streaming_result_container_is_burrs_name() -> None:
+    assert AsyncStreamingResultContainer is StreamingResultContainer
+
+
+async def _persisted_app() -> tuple[Any, InMemoryPersister]:
+    persister = InMemoryPersister()
+    return await _app(persister=persister), persister
+
+
+async def test_astream_iterate_yields_each_step_with_its_container() -> None:
+    app, persister = await _persisted_app()
+    seen: list[tuple[str, list[dict[str, Any]], Any]] = []
+    async for act, container in app.astream_iterate(
+        halt_after=["reply"], inputs={"prompt": "hello big world"}
+    ):
+        partials = [partial async for partial in container]
+        result, _ = await container.get()
+        seen.append((act.name, partials, result))
+    assert seen == [
+        ("ask", [], {}),  # ask returns only a State: its result is {}
+        (
+            "reply",
+            [{"delta": "hello"}, {"delta": "big"}, {"delta": "world"}],
+            {"response": "hello big world"},
+        ),
+    ]
+    assert app.state["response"] == "hello big world"
+    assert [row.position for row in await persister.history(None, "streamer")] == ["ask", "reply"]
+
+
+async def test_astream_iterate_non_streaming_step_has_already_run() -> None:
+    app, _ = await _persisted_app()
+    async for act, container in app.astream_iterate(halt_after=["ask"], inputs={"prompt": "x"}):
+        assert act.name == "ask"
+        assert app.sequence_id == 0  # the step ran before the container was handed out
+        assert [p async for p in container] == []
+        result, state = await container.get()
+        assert result == {} and state["prompt"] == "x"
+
+
+async def test_astream_iterate_finishes_a_container_the_body_did_not_read() -> None:
+    app, persister = await _persisted_app()
+    names = [
+        act.name
+        async for act, _ in app.astream_iterate(halt_after=["reply"], inputs={"prompt": "a b"})
+    ]
+    assert names == ["ask", "reply"]
+    assert app.state["response"] == "a b"
+    assert len(await persister.history(None, "streamer")) == 2
+
+
+async def test_astream_iterate_halts_before_and_by_tag() -> None:
+    @streaming_action(reads=["prompt"], writes=["response"], tags=["llm"])
+    async def tagged_reply(state: State) -> AsyncIterator[tuple[dict[str, Any], State | None]]:
+        yield {"delta": "d"}, None
+        yield {"response": "r"}, state.update(response="r")
+
+    app = await _app(reply=tagged_reply)
+    names = [
+        act.name
+        async for act, _ in app.astream_iterate(halt_before=["@tag:llm"], inputs={"prompt": "p"})
+    ]
+    assert names == ["ask"]
+    assert app.get_next_action().name == "reply"
+    names = [act.name async for act, _ in app.astream_iterate(halt_after="@tag:llm")]
+    assert names == ["reply"]
+    assert app.state["response"] == "r"
+    # Halts are checked before the first step too: nothing runs.
+    assert [a async for a in app.astream_iterate(halt_before=["ask"])] == []
+    with pytest.raises(GraphValidationError, match="'nope'"):
+        async for _ in app.astream_iterate(halt_after=["@tag:nope"]):
+            pass
+
+
+async def test_astream_iterate_a_closed_container_abandons_the_step_and_ends_the_loop() -> None:
+    app, persister = await _persisted_app()
+    names = []
+    async for act, container in app.astream_iterate(
+        halt_after=["reply"], inputs={"prompt": "a b c"}
+    ):
+        names.append(act.name)
+        if act.name == "reply":
+            assert await anext(container) == {"delta": "a"}
+            await container.aclose()
+    assert names == ["ask", "reply"]
+    assert app.sequence_id == 0 and app.position == "ask"
+    assert len(await persister.history(None, "streamer")) == 1
+    # The next call runs the abandoned action again, from the start.
+    _, container = await app.astream_result(halt_after=["reply"])
+    assert await anext(container) == {"delta": "a"}
+
+
+async def test_astream_iterate_closing_the_loop_closes_a_half_read_stream() -> None:
+    app, _ = await _persisted_app()
+    loop = app.astream_iterate(halt_after=["reply"], inputs={"prompt": "a b c"})
+    async with aclosing(loop):
+        async for act, container in loop:
+            if act.name == "reply":
+                await anext(container)
+                break
+    assert not app._busy
+    assert app.sequence_id == 0
+    await app.astep()  # free for the next call, which runs reply again
+    assert app.state["response"] == "a b c"
+
+
+async def test_astream_iterate_a_failing_stream_raises_from_the_loop() -> None:
+    @streaming_action(reads=["prompt"], writes=["response"])
+    async def breaks(state: State) -> AsyncIterator[tuple[dict[str, Any], State | None]]:
+        yield {"delta": "ok"}, None
+        raise FlakyError("stream broke")
+
+    persister = InMemoryPersister()
+    app = await _app(reply=breaks, persister=persister)
+    with pytest.raises(FlakyError, match="stream broke"):
+        async for _act, _container in app.astream_iterate(
+            halt_after=["reply"], inputs={"prompt": "p"}
+        ):
+            pass
+    rows = await persister.history(None, "streamer")
+    assert [(r.position, r.status) for r in rows] == [("ask", "completed"), ("reply", "failed")]
+
+
+async def test_astream_iterate_runs_the_execute_call_hooks_once() -> None:
+    calls: list[tuple[str, ExecuteMethod]] = []
+
+    class Calls(PreApplicationExecuteCallHook, PostApplicationExecuteCallHook):
+        def pre_run_execute_call(self, *, method: ExecuteMethod, **kwargs: Any) -> None:
+            calls.append(("pre", method))
+
+        def post_run_execute_call(self, *, method: ExecuteMethod, **kwargs: Any) -> None:
+            calls.append(("post", method))
+
+    app = await (
+        ApplicationBuilder()
+        .with_actions(ask, reply=stream_reply)
+        .with_transitions(("ask", "reply"), ("reply", "ask"))
+        .with_entrypoint("ask")
+        .with_hooks(Calls())
+        .abuild()
+    )
+    async for _ in app.astream_iterate(halt_after=["reply"], inputs={"prompt": "p"}):
+        pass
+    assert calls == [
+        ("pre", ExecuteMethod.astream_iterate),
+        ("post", ExecuteMethod.astream_iterate),
+    ]
+
+
+async def test_astream_result_accepts_tags() -> None:
+    @streaming_action(reads=["prompt"], writes=["response"], tags=["llm"])
+    async def tagged_reply(state: State) -> AsyncIterator[tuple[dict[str, Any], State | None]]:
+        yield {"response": "r"}, state.update(response="r")
+
+    app = await _app(reply=tagged_reply)
+    act, container = await app.astream_result(halt_after=["@tag:llm"], inputs={"prompt": "p"})
+    assert act is not None and act.name == "reply"
+    assert (await container.get())[0] == {"response": "r"}

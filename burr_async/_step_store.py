@@ -1,0 +1,124 @@
+"""How an application hands its steps to its persister: the save, shielded from cancellation,
+with the persister's errors given the step's ids, and the step whose commit is unknown kept to
+be saved again."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from burr_async._shield import run_to_completion
+from burr_async.actions import Action, ResultDict
+from burr_async.errors import (
+    BurrAsyncError,
+    CommitUnknownError,
+    ConcurrentStepError,
+    PersistenceError,
+)
+from burr_async.persistence.base import AsyncBaseStateSaver, ParentPointer, Status
+from burr_async.state import State
+
+__all__ = ["AT_ENTRYPOINT", "StepStore", "StoredStep"]
+
+AT_ENTRYPOINT = "@entrypoint"
+"""The stored position of a step that leaves the application before its entrypoint (written by
+``reset_to_entrypoint``, and by ``update_state`` before any action ran): the next step runs the
+entrypoint. No action may be named so (names starting with ``@`` are refused)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredStep:
+    """A step handed to the persister, kept when its save could not be settled. ``action`` is
+    None for a state change (``update_state``, ``reset_to_entrypoint``): no action ran."""
+
+    action: Action | None
+    position: str
+    sequence_id: int
+    state: State
+    status: Status
+    error: str | None
+    result: ResultDict | None
+    exception: Exception | None
+
+
+class StepStore:
+    """The persisting part of an :class:`~burr_async.application.Application`."""
+
+    _uid: str
+    _partition_key: str | None
+    _persister: AsyncBaseStateSaver | None
+    _parent: ParentPointer | None
+    _unsettled: StoredStep | None
+    _state: State
+    _sequence_id: int | None
+    _position: str | None
+    _status: Status
+    _error: str | None
+
+    async def _apply_change(self, step: StoredStep) -> None:
+        """Store a state change (no action ran) and apply it once it is stored."""
+        cancelled = await self._persist(step)
+        self._state = step.state
+        self._sequence_id = step.sequence_id
+        self._position = None if step.position == AT_ENTRYPOINT else step.position
+        self._status = step.status
+        self._error = step.error
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _settle_change(self) -> None:
+        """Save again a state change whose commit was unknown, and apply it: the next call
+        settles it before it does anything else."""
+        pending = self._unsettled
+        if pending is not None and pending.action is None:
+            await self._apply_change(pending)
+
+    async def _persist(self, step: StoredStep) -> bool:
+        """Save the step and return once it is durable, even if the caller is cancelled
+        meanwhile; returns whether a cancellation arrived (the caller re-raises it once the
+        application agrees with what was stored). Whether a save that fails left the step
+        stored is the persister's to settle (see :class:`~burr_async.persistence.base.
+        AsyncBaseStateSaver`); a step it could not settle is remembered, and saved again by
+        the next call."""
+        if self._persister is None:
+            return False
+        _, cancelled = await run_to_completion(self._save(step))
+        return cancelled
+
+    async def _save(self, step: StoredStep) -> None:
+        assert self._persister is not None
+        try:
+            await self._persister.save(
+                self._partition_key,
+                self._uid,
+                step.sequence_id,
+                step.position,
+                step.state,
+                step.status,
+                error=step.error,
+                **({"parent": self._parent} if self._parent is not None else {}),
+            )
+        except PersistenceError as exc:
+            exc.add_ids(
+                app_id=self._uid,
+                partition_key=self._partition_key,
+                sequence_id=step.sequence_id,
+                action=step.position,
+            )
+            if isinstance(exc, CommitUnknownError):
+                self._unsettled = step  # the next call saves it again
+            elif isinstance(exc, ConcurrentStepError):
+                self._unsettled = None  # another step holds the key: nothing left to settle
+            raise
+        except BurrAsyncError:
+            raise
+        except Exception as exc:  # a custom persister's own error
+            raise PersistenceError(
+                f"Saving the step failed ({type(exc).__name__}: {exc}); the application did not "
+                "advance and the step can be retried",
+                app_id=self._uid,
+                partition_key=self._partition_key,
+                sequence_id=step.sequence_id,
+                action=step.position,
+            ) from exc
+        self._unsettled = None
