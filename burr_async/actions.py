@@ -467,6 +467,24 @@ def action(
     return decorate
 
 
+def _pydantic_action(
+    reads: Iterable[str],
+    writes: Iterable[str],
+    state_input_type: Any = None,
+    state_output_type: Any = None,
+    tags: Iterable[str] | None = None,
+) -> Callable[[Callable[..., Any]], FunctionAction]:
+    """``@action.pydantic(reads=..., writes=...)``: an action on pydantic models; see
+    :func:`burr_async.integrations.pydantic.pydantic_action` (needs ``pydantic``)."""
+    from burr_async.integrations.pydantic import pydantic_action
+
+    return pydantic_action(reads, writes, state_input_type, state_output_type, tags)
+
+
+# Burr's spelling: the pydantic variant hangs on the decorator itself
+action.pydantic = _pydantic_action  # type: ignore[attr-defined]
+
+
 def streaming_action(
     reads: Iterable[str], writes: Iterable[str], tags: Iterable[str] | None = None
 ) -> Callable[[Callable[..., Any]], StreamingFunctionAction]:

@@ -65,6 +65,7 @@ class ApplicationBuilder:
         self._persister: AsyncBaseStateSaver | None = None
         self._given_persister: object = None
         self._initializer: _Initializer | None = None
+        self._typing: Any = None
 
     def with_actions(self, *actions: Action, **named_actions: Action) -> Self:
         """Add actions, positionally (by their own name) or as ``name=action``."""
@@ -126,6 +127,18 @@ class ApplicationBuilder:
     def with_hooks(self, *hooks: object) -> Self:
         """Add lifecycle hooks (see :mod:`burr_async.hooks`)."""
         self._hooks.extend(hooks)
+        return self
+
+    def with_typing(self, typing_system: Any) -> Self:
+        """Type the app's state with ``typing_system`` (Burr's; for example
+        ``PydanticTypingSystem(Model)`` from :mod:`burr_async.integrations.pydantic`): then
+        ``app.state.data`` is the state as a ``Model``. The state is stored as before."""
+        if not callable(getattr(typing_system, "construct_data", None)):
+            raise ConfigurationError(
+                f"with_typing takes a typing system with construct_data(state), such as "
+                f"PydanticTypingSystem(Model), not {typing_system!r}."
+            )
+        self._typing = typing_system
         return self
 
     def with_state_persister(
@@ -284,6 +297,13 @@ class ApplicationBuilder:
                     parent = loaded.parent
         graph.validate_entrypoint(entrypoint)
         assert entrypoint is not None
+        if self._typing is not None:
+            if init is not None and loaded is not None and state is loaded.state:
+                # the very object the persister just made, and remembers as the app's latest
+                # state (a delta is written against it): typed in place, shared with no one
+                state._typing = self._typing
+            else:
+                state = state.with_typing_system(self._typing)
         app_graph = ApplicationGraph(graph, entrypoint)
         app = Application(
             graph=app_graph,

@@ -28,7 +28,7 @@ class State(Mapping[str, Any]):
     ``ValueError`` (as in Burr) and a ``TypeError``.
     """
 
-    __slots__ = ("__weakref__", "_data", "_grown")
+    __slots__ = ("__weakref__", "_data", "_grown", "_typing")
 
     _data: dict[str, Any]
     _grown: dict[str, tuple[tuple[Any, int], ...]] | None
@@ -36,9 +36,15 @@ class State(Mapping[str, Any]):
     first, a few at most) and how many items were added to each. What a persister storing
     deltas reads to tell an appended list from a new one without comparing their items."""
 
-    def __init__(self, initial_values: Mapping[str, Any] | None = None) -> None:
+    _typing: Any
+    """The typing system (``with_typing_system``) that ``data`` builds a typed view with."""
+
+    def __init__(
+        self, initial_values: Mapping[str, Any] | None = None, typing_system: Any = None
+    ) -> None:
         self._data = dict(initial_values) if initial_values else {}
         self._grown = None
+        self._typing = typing_system
 
     @classmethod
     def _wrap(
@@ -48,7 +54,44 @@ class State(Mapping[str, Any]):
         new = cls.__new__(cls)
         new._data = data
         new._grown = grown
+        new._typing = None
         return new
+
+    def _derive(
+        self, data: dict[str, Any], grown: dict[str, tuple[tuple[Any, int], ...]] | None = None
+    ) -> State:
+        """A State over ``data`` (as :meth:`_wrap`) with this state's typing system."""
+        new = State._wrap(data, grown)
+        new._typing = self._typing
+        return new
+
+    # -- typing ------------------------------------------------------------------------------
+    def with_typing_system(self, typing_system: Any) -> State:
+        """This state with ``typing_system`` (for example
+        :class:`~burr_async.integrations.pydantic.PydanticTypingSystem`), which the states
+        made from it keep: what ``ApplicationBuilder.with_typing`` sets on the app's state."""
+        new = State._wrap(self._data, self._grown)
+        new._typing = typing_system
+        return new
+
+    @property
+    def typing_system(self) -> Any:
+        """The state's typing system, or None."""
+        return self._typing
+
+    @property
+    def data(self) -> Any:
+        """The state as its typing system's type (a pydantic model with
+        ``PydanticTypingSystem``); ConfigurationError when it has none."""
+        if self._typing is None:
+            from burr_async.errors import ConfigurationError
+
+            raise ConfigurationError(
+                "state.data needs a typing system: build the application with "
+                "ApplicationBuilder().with_typing(PydanticTypingSystem(YourModel)), or call "
+                "state.with_typing_system(...)."
+            )
+        return self._typing.construct_data(self)
 
     def _grown_except(self, keys: Iterable[str]) -> dict[str, tuple[tuple[Any, int], ...]] | None:
         """What this state records of grown lists, without ``keys`` (their values change)."""
@@ -126,7 +169,7 @@ class State(Mapping[str, Any]):
     # -- writing: each returns a new State ---------------------------------------------------
     def update(self, **updates: Any) -> State:
         """Set each key to its value."""
-        return State._wrap({**self._data, **updates}, self._grown_except(updates))
+        return self._derive({**self._data, **updates}, self._grown_except(updates))
 
     def append(self, **updates: Any) -> State:
         """Append one value to the list at each key (a missing key starts an empty list)."""
@@ -151,7 +194,7 @@ class State(Mapping[str, Any]):
                 (before, added),
                 *((extended, count + added) for extended, count in earlier[: _GROWN - 1]),
             )
-        return State._wrap(data, grown or None)
+        return self._derive(data, grown or None)
 
     def increment(self, **deltas: int | float) -> State:
         """Add ``delta`` to the number at each key (a missing key counts as 0)."""
@@ -165,7 +208,7 @@ class State(Mapping[str, Any]):
                     key=key,
                 )
             data[key] = current + delta
-        return State._wrap(data, self._grown_except(deltas))
+        return self._derive(data, self._grown_except(deltas))
 
     def wipe(self, delete: Iterable[str] | None = None, keep: Iterable[str] | None = None) -> State:
         """Remove the keys in ``delete``, or every key not in ``keep`` (exactly one of the two)."""
@@ -173,18 +216,18 @@ class State(Mapping[str, Any]):
             raise StateOperationError("State.wipe takes exactly one of delete=[...] or keep=[...].")
         if delete is not None:
             drop = set(delete)
-            return State._wrap(
+            return self._derive(
                 {k: v for k, v in self._data.items() if k not in drop}, self._grown_except(drop)
             )
         kept = set(keep or ())
-        return State._wrap(
+        return self._derive(
             {k: v for k, v in self._data.items() if k in kept},
             self._grown_except(k for k in self._data if k not in kept),
         )
 
     def merge(self, other: Mapping[str, Any]) -> State:
         """This state's keys overlaid with ``other``'s (``other`` wins on conflicts)."""
-        return State._wrap({**self._data, **other}, self._grown_except(other))
+        return self._derive({**self._data, **other}, self._grown_except(other))
 
     def subset(self, *keys: str, ignore_missing: bool = True) -> State:
         """A state with only ``keys``; absent keys are skipped unless ``ignore_missing=False``."""
@@ -192,7 +235,7 @@ class State(Mapping[str, Any]):
             missing = [k for k in keys if k not in self._data]
             if missing:
                 raise KeyError(f"State.subset: keys {missing} are not in the state.")
-        return State._wrap({k: self._data[k] for k in keys if k in self._data})
+        return self._derive({k: self._data[k] for k in keys if k in self._data})
 
     def _sequence(self, key: str) -> list[Any] | tuple[Any, ...]:
         current = self._data.get(key, _MISSING)

@@ -246,7 +246,8 @@ async def test_every_change_of_a_step_is_replayed(persister: SQLAlchemyPersister
     ]
 
 
-_values = hostile_json(for_postgres=True)  # what both backends store unchanged
+# what both backends store unchanged (JSONB turns -0.0 into 0.0: docs/persistence/serialization.md)
+_values = hostile_json(for_postgres=True).filter(lambda value: "-0.0" not in repr(value))
 _keys = st.sampled_from(["a", "b", "c", "__burr_async__"])
 _ops = st.lists(
     st.one_of(

@@ -11,7 +11,7 @@ from typing import Any
 import pydantic
 import pytest
 
-from burr_async import ApplicationBuilder, ConfigurationError, State, default
+from burr_async import ApplicationBuilder, ConfigurationError, State, action, default
 from burr_async.integrations.pydantic import PydanticTypingSystem, pydantic_action
 
 pytestmark = pytest.mark.anyio
@@ -124,3 +124,59 @@ async def test_returning_something_else_than_a_model_fails_the_step(every_persis
     with pytest.raises(TypeError, match="must return a pydantic model"):
         await app.astep()
     assert app.state["turns"] == 0
+
+
+@action.pydantic(reads=["turns"], writes=["turns"])
+async def count(state: Chat) -> Chat:
+    return state.model_copy(update={"turns": state.turns + 1})
+
+
+async def typed(persister: Any, app_id: str) -> Any:
+    return await (
+        ApplicationBuilder()
+        .with_actions(count=count)
+        .with_transitions(("count", "count", default))
+        .with_typing(PydanticTypingSystem(Chat))
+        .with_identifiers(app_id=app_id, partition_key="u")
+        .initialize_from(
+            persister,
+            resume_at_next_action=True,
+            default_state={"turns": 0, "history": [], "question": "q" * 500},
+            default_entrypoint="count",
+        )
+        .with_state_persister(persister)
+        .abuild()
+    )
+
+
+async def test_with_typing_makes_state_data_the_model_after_each_step_and_a_resume(
+    every_persister: Any,
+) -> None:
+    app_id = str(uuid.uuid4())
+    app = await typed(every_persister, app_id)
+    assert app.state.data == Chat(turns=0, question="q" * 500)
+    await app.astep()
+    await app.astep()
+    assert isinstance(app.state.data, Chat) and app.state.data.turns == 2
+    resumed = await typed(every_persister, app_id)
+    assert resumed.state.data.turns == 2
+    await resumed.astep()
+    assert resumed.state.data == Chat(turns=3, question="q" * 500)
+    if hasattr(every_persister, "table"):  # a typed app resumed goes on storing deltas
+        import sqlalchemy as sa
+
+        t = every_persister.table
+        query = sa.select(t.c.delta).where(t.c.app_uid == app_id).order_by(t.c.sequence_id)
+        async with every_persister.engine.connect() as conn:
+            deltas = (await conn.execute(query)).scalars().all()
+        assert bool(deltas[-1]) is True
+
+
+def test_state_data_needs_a_typing_system() -> None:
+    with pytest.raises(ConfigurationError, match="with_typing"):
+        State({"turns": 1}).data  # noqa: B018
+    typed_state = State({"turns": 1}).with_typing_system(PydanticTypingSystem(Chat))
+    assert typed_state.update(turns=2).append(history={"role": "r", "content": "c", "at": WHEN})
+    assert typed_state.update(turns=2).data.turns == 2  # derived states keep the typing
+    with pytest.raises(ConfigurationError, match="construct_data"):
+        ApplicationBuilder().with_typing(Chat)
