@@ -360,11 +360,18 @@ def render(result: RunResult) -> str:
         "",
     ]
     cpus = os.cpu_count() or 1
-    if result.load_at_start is not None and result.load_at_start > 0.5 * cpus:
+    busy = [
+        f"{load:.2f} {when}"
+        for load, when in (
+            (result.load_at_start, "before the run started"),
+            (result.load_at_end, "when it ended"),
+        )
+        if load is not None and load > 0.5 * cpus
+    ]
+    if busy:
         lines += [
-            f"**The machine was busy**: load average {result.load_at_start:.2f} on {cpus} "
-            "CPUs before the run started. Treat these figures as indicative and compare "
-            "ratios within this run only.",
+            f"**The machine was busy**: load average {' and '.join(busy)}, on {cpus} CPUs. "
+            "Treat these figures as indicative and compare ratios within this run only.",
             "",
         ]
     if any(w == "W0" for w, _ in result.ran()):

@@ -76,6 +76,8 @@ class RunResult:
     wall_seconds: float = 0.0
     load_at_start: float | None = None
     """1-minute load average before the run (what else was running)."""
+    load_at_end: float | None = None
+    """1-minute load average after the run (something may have started meanwhile)."""
 
     def values(self, workload: str, backend: str, contender: str) -> list[float]:
         return [
@@ -111,6 +113,7 @@ class RunResult:
             "started": self.started,
             "wall_seconds": round(self.wall_seconds, 2),
             "load_at_start": self.load_at_start,
+            "load_at_end": self.load_at_end,
             "quick": cfg.quick,
             "rounds": cfg.rounds,
             "sizes": asdict(cfg.sizes),
@@ -317,6 +320,7 @@ async def run(config: RunConfig, say: Say) -> RunResult:
             for contender in opened.values():
                 await _close(contender)
     result.facts["load average at end"] = _loadavg()
+    result.load_at_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     result.wall_seconds = time.perf_counter() - wall
     return result
 
