@@ -8,6 +8,10 @@ answer. One *turn* is those two steps; every step writes the whole state.
 step writes the same ~16 KB whatever the workload's length: a 20-step app in W2 writes rows of
 the same size as step 500 of W1. Contenders share these functions so that the work inside an
 action is identical; only the framework and the write path around it differ.
+
+The long chat (W4) is the same graph with no window: it starts from an empty history
+(:func:`long_initial_state`) and keeps every message (``push(..., window=None)``), so the state
+grows by one message per step and a full snapshot per step costs O(n) bytes, O(n²) in all.
 """
 
 from __future__ import annotations
@@ -22,8 +26,10 @@ __all__ = [
     "WINDOW",
     "Message",
     "answer",
+    "encoded_long_state_size",
     "encoded_state_size",
     "initial_state",
+    "long_initial_state",
     "push",
     "question",
     "seed_history",
@@ -53,10 +59,11 @@ def answer(text: str) -> str:
     return f"a{text[1:7]} re: {text[8:26]}"
 
 
-def push(history: list[Message], message: Message) -> list[Message]:
-    """A new list: ``history`` plus ``message``, keeping the last :data:`WINDOW` messages."""
-    if len(history) >= WINDOW:
-        return [*history[len(history) - WINDOW + 1 :], message]
+def push(history: list[Message], message: Message, window: int | None = WINDOW) -> list[Message]:
+    """A new list: ``history`` plus ``message``, keeping the last ``window`` messages (every
+    message when ``window`` is None: the long chat)."""
+    if window is not None and len(history) >= window:
+        return [*history[len(history) - window + 1 :], message]
     return [*history, message]
 
 
@@ -80,6 +87,11 @@ def initial_state() -> dict[str, Any]:
     return {"question": "", "response": "", "chat_history": seed_history()}
 
 
+def long_initial_state() -> dict[str, Any]:
+    """The state a long chat (W4) starts from: no history, no question or response yet."""
+    return {"question": "", "response": "", "chat_history": []}
+
+
 def encoded_state_size() -> int:
     """Bytes of one step's encoded state (orjson), as written by every step."""
     state = initial_state()
@@ -87,3 +99,13 @@ def encoded_state_size() -> int:
     state["question"] = q
     state["response"] = answer(q)
     return len(orjson.dumps(state))
+
+
+def encoded_long_state_size(steps: int) -> int:
+    """Bytes of the long chat's encoded state (orjson) after ``steps`` steps (W4's last)."""
+    history: list[Message] = []
+    for turn in range(steps // 2):
+        q = question(turn)
+        history += [{"role": "user", "content": q}, {"role": "assistant", "content": answer(q)}]
+    q = question(steps // 2 - 1)
+    return len(orjson.dumps({"question": q, "response": answer(q), "chat_history": history}))

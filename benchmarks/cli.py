@@ -31,9 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: tiny sizes, 1 round, burr_async and the raw drivers only",
+        help="smoke run: tiny sizes, 1 round, burr_async (both storage modes) and the raw "
+        "drivers only",
     )
-    p.add_argument("--only", metavar="W1,W2", help="workloads to run (default: W0,W1,W2,W3)")
+    p.add_argument("--only", metavar="W1,W2", help="workloads to run (default: W0,W1,W2,W3,W4)")
     p.add_argument(
         "--backends",
         metavar="sqlite,postgres",
@@ -43,10 +44,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--contenders",
         metavar="raw,burr_async",
-        help="contenders to run (default: raw,core,burr_async,burr,langgraph; --quick: "
-        "raw,burr_async)",
+        help="contenders to run (default: raw,core,burr_async,burr_async-snapshot,burr,"
+        "langgraph; --quick: raw,burr_async,burr_async-snapshot)",
     )
     p.add_argument("--rounds", type=int, help="rounds; the report shows medians (default: 3)")
+    p.add_argument(
+        "--long-rounds",
+        type=int,
+        default=1,
+        help="rounds of the long workload W4, at most --rounds (default: 1; each of its figures "
+        "is already a median within the run)",
+    )
     p.add_argument(
         "--write-docs",
         action="store_true",
@@ -115,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
     if rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.long_rounds < 1:
+        parser.error("--long-rounds must be at least 1")
     sizes = QUICK if args.quick else FULL
 
     if args.profile:
@@ -158,11 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         sqlite_synchronous=cast(SQLiteSynchronous, args.sqlite_synchronous),
         sqlite_parent=args.sqlite_dir,
         warmup=not (args.quick or args.no_warmup),
+        long_rounds=args.long_rounds,
     )
     say(
         f"burr_async benchmarks: {', '.join(w.key for w in workloads)} on "
         f"{', '.join(backends)}; contenders {', '.join(e.key for e in contenders)}; "
         f"{rounds} round(s){' (quick)' if args.quick else ''}"
+        + (f", W4 {min(rounds, args.long_rounds)}" if any(w.long for w in workloads) else "")
     )
     try:
         result = asyncio.run(run(config, say))

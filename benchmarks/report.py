@@ -15,7 +15,7 @@ from pathlib import Path
 from benchmarks import chat
 from benchmarks.contenders import CONTENDERS
 from benchmarks.runner import RunResult
-from benchmarks.workloads import WORKLOADS, Workload
+from benchmarks.workloads import LONG_LOADS, LONG_WINDOW, WORKLOADS, Workload
 
 __all__ = ["DOCS_PATH", "render", "write_docs"]
 
@@ -66,11 +66,16 @@ def _row_label(workload: Workload, backend: str) -> tuple[str, str]:
     return f"{workload.key} {workload.title} ({workload.unit})", where
 
 
+def _short_ran(result: RunResult) -> list[tuple[str, str]]:
+    """The (workload, backend) pairs that ran, but for the long workloads (their own table)."""
+    return [(w, b) for w, b in result.ran() if not WORKLOADS[w].long]
+
+
 def _results(result: RunResult) -> list[str]:
     keys = [e.key for e in result.config.contenders]
     header = ["workload", "backend", *(CONTENDERS[k].label for k in keys)]
     rows: list[list[str]] = []
-    for wkey, backend in result.ran():
+    for wkey, backend in _short_ran(result):
         workload = WORKLOADS[wkey]
         label, where = _row_label(workload, backend)
         cells = []
@@ -98,19 +103,115 @@ def _time_ratio(result: RunResult, wkey: str, backend: str, a: str, b: str) -> f
 
 
 def _ratios(result: RunResult) -> list[str]:
-    others = [e.key for e in result.config.contenders if e.key != "burr_async"]
-    if not others:
+    keys = [e.key for e in result.config.contenders]
+    pairs = [("burr_async", k) for k in keys if k != "burr_async"]
+    if "burr_async-snapshot" in keys and "raw" in keys:
+        pairs.append(("burr_async-snapshot", "raw"))
+    if not pairs:
         return []
-    header = ["workload", "backend", *(f"burr_async ÷ {CONTENDERS[k].label}" for k in others)]
+    header = [
+        "workload",
+        "backend",
+        *(f"{CONTENDERS[a].label} ÷ {CONTENDERS[b].label}" for a, b in pairs),
+    ]
     rows = []
-    for wkey, backend in result.ran():
+    for wkey, backend in _short_ran(result):
         label, where = _row_label(WORKLOADS[wkey], backend)
         cells = []
-        for key in others:
-            ratio = _time_ratio(result, wkey, backend, "burr_async", key)
+        for a, b in pairs:
+            ratio = _time_ratio(result, wkey, backend, a, b)
             cells.append("—" if ratio is None else f"{ratio:.2f}x")
         rows.append([label.split(" (")[0], where, *cells])
-    return _table(header, rows, ["l", "l", *("r" for _ in others)])
+    return _table(header, rows, ["l", "l", *("r" for _ in pairs)])
+
+
+_SNAPSHOT = "burr_async-snapshot"
+
+
+def _step_labels(steps: int) -> tuple[str, str]:
+    """What W4's two step-time figures stand for: the middle of its first and last windows."""
+    window = min(LONG_WINDOW, steps // 2)
+    return f"step {window // 2:,}", f"step {steps:,}"
+
+
+_FIGURES = ("bytes", "logical_bytes", "rows", "step_first_us", "step_last_us", "load_us")
+
+
+def _figures(result: RunResult, wkey: str, backend: str, key: str) -> dict[str, float | None]:
+    return {name: result.figure(wkey, backend, key, name) for name in _FIGURES}
+
+
+def _long(result: RunResult, wkey: str) -> list[str]:
+    """The table of a long workload: one row per (backend, contender)."""
+    steps = result.config.sizes.w4_steps
+    first, last = _step_labels(steps)
+    header = [
+        "backend",
+        "contender",
+        "bytes stored",
+        f"÷ {CONTENDERS[_SNAPSHOT].label}",
+        "uncompressed",
+        "rows",
+        f"µs/step at {first}",
+        f"at {last}",
+        f"{last} ÷ {first}",
+        "latest load (µs)",
+        f"÷ {CONTENDERS[_SNAPSHOT].label}",
+    ]
+    rows = []
+    for backend in [b for w, b in result.ran() if w == wkey]:
+        base_bytes = result.figure(wkey, backend, _SNAPSHOT, "bytes")
+        base_load = result.figure(wkey, backend, _SNAPSHOT, "load_us")
+        for entry in result.config.contenders:
+            fig = _figures(result, wkey, backend, entry.key)
+            stored, load = fig["bytes"], fig["load_us"]
+            step_first, step_last = fig["step_first_us"], fig["step_last_us"]
+            if stored is None or load is None or step_first is None or step_last is None:
+                continue
+            rows.append(
+                [
+                    backend,
+                    CONTENDERS[entry.key].label,
+                    f"{stored:,.0f}",
+                    f"{100 * stored / base_bytes:.1f}%" if base_bytes else "—",
+                    f"{fig['logical_bytes'] or 0:,.0f}",
+                    f"{fig['rows'] or 0:,.0f}",
+                    _fmt(step_first),
+                    _fmt(step_last),
+                    f"{step_last / step_first:.2f}x" if step_first else "—",
+                    _fmt(load),
+                    f"{load / base_load:.2f}x" if base_load else "—",
+                ]
+            )
+    return _table(header, rows, ["l", "l", *("r" for _ in header[2:])])
+
+
+def _long_section(result: RunResult) -> list[str]:
+    lines: list[str] = []
+    sizes = result.config.sizes
+    for wkey in dict.fromkeys(w for w, _b in result.ran() if WORKLOADS[w].long):
+        workload = WORKLOADS[wkey]
+        steps = sizes.w4_steps
+        window = min(LONG_WINDOW, steps // 2)
+        first, last = _step_labels(steps)
+        lines += [
+            f"{wkey} {workload.title}: one app of {steps:,} steps ({steps // 2:,} turns) from an "
+            "empty history that keeps every message (the same graph, no window), its state "
+            f"~{chat.encoded_long_state_size(steps) / 1024:.0f} KB at the last step; "
+            f"{min(result.config.rounds, result.config.long_rounds)} round(s). *bytes stored*: "
+            "the app's state payload as the database holds it after the run (Postgres: "
+            "`sum(pg_column_size(...))`, after TOAST compression; SQLite: "
+            "`sum(length(CAST(... AS BLOB)))`); *uncompressed*: the same payload's length "
+            "before compression (Postgres: `octet_length` of JSONB as text, of BYTEA as is; "
+            f"SQLite: the same figure); *µs/step at {first}* and *at {last}*: the median of "
+            f"steps 1-{window} and {steps - window + 1:,}-{steps:,} (each turn's wall clock "
+            f"halved); *latest load*: the median of {LONG_LOADS} loads of the latest state "
+            "after the run, each checked to hold the whole history.",
+            "",
+            *_long(result, wkey),
+            "",
+        ]
+    return lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,11 +258,58 @@ def _targets(result: RunResult) -> list[str]:
         rows.append(
             [f"{t.workload} {WORKLOADS[t.workload].title}", where, t.text, measured, status]
         )
+    rows += _long_targets(result)
     return _table(
         ["workload", "backend", "target for burr_async", "measured", "status"],
         rows,
         ["l", "l", "l", "r", "l"],
     )
+
+
+def _long_targets(result: RunResult) -> list[list[str]]:
+    """W4's targets for burr_async (default storage), per backend that ran it."""
+    rows = []
+    snapshot = CONTENDERS[_SNAPSHOT].label
+    first, last = _step_labels(result.config.sizes.w4_steps)
+    for wkey, backend in result.ran():
+        if not WORKLOADS[wkey].long:
+            continue
+        ours = _figures(result, wkey, backend, "burr_async")
+        theirs = _figures(result, wkey, backend, _SNAPSHOT)
+        checks: list[tuple[str, float | None, float | None, float, str]] = [
+            (
+                f"bytes stored ≤ 5% of {snapshot}'s",
+                ours["bytes"],
+                theirs["bytes"],
+                0.05,
+                "{:.1%} of " + snapshot + "'s",
+            ),
+            (
+                f"µs/step at {last} ≤ 1.5x at {first}",
+                ours["step_last_us"],
+                ours["step_first_us"],
+                1.5,
+                "{:.2f}x",
+            ),
+            (
+                f"latest load ≤ 2x {snapshot}'s",
+                ours["load_us"],
+                theirs["load_us"],
+                2.0,
+                "{:.2f}x " + snapshot + "'s",
+            ),
+        ]
+        for text, value, against, limit, shown in checks:
+            if value is None or not against:
+                measured, status = "—", "not measured"
+            else:
+                ratio = value / against
+                measured = shown.format(ratio)
+                status = "met" if ratio <= limit else "**missed**"
+                if result.config.quick:
+                    status = "not judged (smoke sizes)"
+            rows.append([f"{wkey} {WORKLOADS[wkey].title}", backend, text, measured, status])
+    return rows
 
 
 def _durability(result: RunResult) -> list[str]:
@@ -204,7 +352,7 @@ def render(result: RunResult) -> str:
         f" {result.wall_seconds:.0f} s wall.",
         "",
         f"State: ~{chat.encoded_state_size() / 1024:.1f} KB per step ({chat.WINDOW} messages "
-        "in chat_history, the whole state written every step). Workloads: "
+        "in chat_history, the whole state written every step; W4's grows instead). Workloads: "
         + "; ".join(f"{w.key} {w.describe(sizes)}" for w in cfg.workloads)
         + ".",
         "",
@@ -212,11 +360,18 @@ def render(result: RunResult) -> str:
         "",
     ]
     cpus = os.cpu_count() or 1
-    if result.load_at_start is not None and result.load_at_start > 0.5 * cpus:
+    busy = [
+        f"{load:.2f} {when}"
+        for load, when in (
+            (result.load_at_start, "before the run started"),
+            (result.load_at_end, "when it ended"),
+        )
+        if load is not None and load > 0.5 * cpus
+    ]
+    if busy:
         lines += [
-            f"**The machine was busy**: load average {result.load_at_start:.2f} on {cpus} "
-            "CPUs before the run started. Treat these figures as indicative and compare "
-            "ratios within this run only.",
+            f"**The machine was busy**: load average {' and '.join(busy)}, on {cpus} CPUs. "
+            "Treat these figures as indicative and compare ratios within this run only.",
             "",
         ]
     if any(w == "W0" for w, _ in result.ran()):
@@ -228,11 +383,13 @@ def render(result: RunResult) -> str:
     if ratios := _ratios(result):
         lines += [
             "burr_async's time per unit divided by each contender's (below 1.00x: burr_async "
-            "is faster; for W2 and W3 the inverse of the throughput ratio):",
+            "is faster; for W2 and W3 the inverse of the throughput ratio), and burr_async "
+            'with `storage="snapshot"` against the raw driver:',
             "",
             *ratios,
             "",
         ]
+    lines += _long_section(result)
     lines += [
         "Targets:",
         "",

@@ -1,6 +1,7 @@
 """Running the benchmark: open every contender once, warm up, then rounds in which the
 contenders of each (workload, backend) run one after another in an order that rotates from
-round to round; the report takes the median over rounds."""
+round to round; the report takes the median over rounds. A long workload (W4) runs only in the
+first ``long_rounds`` rounds and records several figures per run."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ class RunConfig:
     sqlite_synchronous: SQLiteSynchronous = "FULL"
     sqlite_parent: Path | None = None
     warmup: bool = True
+    long_rounds: int = 1
+    """Rounds of the long workloads (W4): at most ``rounds``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,8 @@ class Measurement:
     round: int
     seconds: float
     value: float
+    figures: dict[str, float] = field(default_factory=dict)
+    """A long workload's figures (see ``LongChat.figures``); empty for the others."""
 
 
 @dataclass(slots=True)
@@ -71,6 +76,8 @@ class RunResult:
     wall_seconds: float = 0.0
     load_at_start: float | None = None
     """1-minute load average before the run (what else was running)."""
+    load_at_end: float | None = None
+    """1-minute load average after the run (something may have started meanwhile)."""
 
     def values(self, workload: str, backend: str, contender: str) -> list[float]:
         return [
@@ -81,6 +88,16 @@ class RunResult:
 
     def median(self, workload: str, backend: str, contender: str) -> float | None:
         values = self.values(workload, backend, contender)
+        return statistics.median(values) if values else None
+
+    def figure(self, workload: str, backend: str, contender: str, name: str) -> float | None:
+        """The median over rounds of one figure of a long workload."""
+        values = [
+            m.figures[name]
+            for m in self.measurements
+            if (m.workload, m.backend, m.contender) == (workload, backend, contender)
+            and name in m.figures
+        ]
         return statistics.median(values) if values else None
 
     def ran(self) -> list[tuple[str, str]]:
@@ -96,6 +113,7 @@ class RunResult:
             "started": self.started,
             "wall_seconds": round(self.wall_seconds, 2),
             "load_at_start": self.load_at_start,
+            "load_at_end": self.load_at_end,
             "quick": cfg.quick,
             "rounds": cfg.rounds,
             "sizes": asdict(cfg.sizes),
@@ -116,6 +134,20 @@ class RunResult:
                 for e in cfg.contenders
                 if self.values(w, b, e.key)
             ],
+            "long": [
+                {
+                    "workload": w,
+                    "backend": b,
+                    "contender": e.key,
+                    **{
+                        name: self.figure(w, b, e.key, name)
+                        for name in self._figure_names(w, b, e.key)
+                    },
+                }
+                for w, b in self.ran()
+                for e in cfg.contenders
+                if self._figure_names(w, b, e.key)
+            ],
             "measurements": [asdict(m) for m in self.measurements],
             "status": [
                 {"contender": c, "backend": b, "status": s} for (c, b), s in self.status.items()
@@ -128,6 +160,13 @@ class RunResult:
             "failures": self.failures,
             "facts": self.facts,
         }
+
+    def _figure_names(self, workload: str, backend: str, contender: str) -> list[str]:
+        names: dict[str, None] = {}
+        for m in self.measurements:
+            if (m.workload, m.backend, m.contender) == (workload, backend, contender):
+                names.update(dict.fromkeys(m.figures))
+        return list(names)
 
 
 def _backends_of(workload: Workload, backends: list[Backend]) -> list[Backend]:
@@ -199,6 +238,8 @@ async def _measure(
 ) -> None:
     tag = f"r{round_index}" if record else "warm"
     for workload in config.workloads:
+        if workload.long and record and round_index >= config.long_rounds:
+            continue
         for backend in _backends_of(workload, config.backends):
             group = [
                 (key, c)
@@ -209,8 +250,13 @@ async def _measure(
                 continue
             shift = round_index % len(group)
             for key, contender in group[shift:] + group[:shift]:
+                figures: dict[str, float] = {}
                 try:
-                    seconds = await contender.run(workload.key, sizes, tag)
+                    if workload.long:
+                        long = await contender.run_long(sizes, tag)
+                        seconds, figures = long.seconds, long.figures()
+                    else:
+                        seconds = await contender.run(workload.key, sizes, tag)
                 except Exception as exc:
                     _fail(result, say, f"{workload.key} {backend} {key}", exc)
                     del opened[(key, backend)]
@@ -221,12 +267,20 @@ async def _measure(
                     continue
                 value = workload.metric(seconds, sizes)
                 result.measurements.append(
-                    Measurement(workload.key, backend, key, round_index, seconds, value)
+                    Measurement(workload.key, backend, key, round_index, seconds, value, figures)
                 )
-                say(
-                    f"  round {round_index + 1}/{config.rounds}  {workload.key} {backend:<8} "
-                    f"{key:<11} {value:>12,.1f} {workload.unit}  ({seconds:.2f} s)"
+                rounds = min(config.rounds, config.long_rounds) if workload.long else config.rounds
+                line = (
+                    f"  round {round_index + 1}/{rounds}  {workload.key} {backend:<8} "
+                    f"{key:<19} {value:>12,.1f} {workload.unit}  ({seconds:.2f} s)"
                 )
+                if figures:
+                    line += (
+                        f"; {figures['bytes']:,.0f} bytes in {figures['rows']:,.0f} rows, "
+                        f"{figures['step_first_us']:,.0f} -> {figures['step_last_us']:,.0f} "
+                        f"µs/step, latest load {figures['load_us']:,.0f} µs"
+                    )
+                say(line)
 
 
 async def run(config: RunConfig, say: Say) -> RunResult:
@@ -266,6 +320,7 @@ async def run(config: RunConfig, say: Say) -> RunResult:
             for contender in opened.values():
                 await _close(contender)
     result.facts["load average at end"] = _loadavg()
+    result.load_at_end = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     result.wall_seconds = time.perf_counter() - wall
     return result
 

@@ -1,11 +1,21 @@
-"""The workloads W0-W3: what each measures, its sizes, and how its figure is computed."""
+"""The workloads W0-W4: what each measures, its sizes, and how its figure is computed."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["FULL", "QUICK", "WARMUP", "WORKLOADS", "Sizes", "Workload", "parse_workloads"]
+__all__ = [
+    "FULL",
+    "LONG_LOADS",
+    "LONG_WINDOW",
+    "QUICK",
+    "WARMUP",
+    "WORKLOADS",
+    "Sizes",
+    "Workload",
+    "parse_workloads",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,28 +29,53 @@ class Sizes:
     w2_steps: int
     w3_apps: int
     w3_seed_steps: int
+    w4_steps: int
 
     def __post_init__(self) -> None:
-        for name in ("w0_steps", "w1_steps", "w2_steps", "w3_seed_steps"):
+        for name in ("w0_steps", "w1_steps", "w2_steps", "w3_seed_steps", "w4_steps"):
             value = getattr(self, name)
             if value <= 0 or value % 2:
                 raise ValueError(f"{name} must be a positive even number of steps, not {value}")
 
 
-FULL = Sizes(w0_steps=10_000, w1_steps=500, w2_apps=100, w2_steps=20, w3_apps=100, w3_seed_steps=2)
+FULL = Sizes(
+    w0_steps=10_000,
+    w1_steps=500,
+    w2_apps=100,
+    w2_steps=20,
+    w3_apps=100,
+    w3_seed_steps=2,
+    w4_steps=1_000,
+)
 """What ``make bench`` runs (the sizes of the issue)."""
 
-QUICK = Sizes(w0_steps=200, w1_steps=20, w2_apps=10, w2_steps=4, w3_apps=10, w3_seed_steps=2)
+QUICK = Sizes(
+    w0_steps=200, w1_steps=20, w2_apps=10, w2_steps=4, w3_apps=10, w3_seed_steps=2, w4_steps=40
+)
 """``--quick``: a smoke run that only shows every path works."""
 
-WARMUP = Sizes(w0_steps=200, w1_steps=20, w2_apps=20, w2_steps=2, w3_apps=10, w3_seed_steps=2)
+WARMUP = Sizes(
+    w0_steps=200, w1_steps=20, w2_apps=20, w2_steps=2, w3_apps=10, w3_seed_steps=2, w4_steps=20
+)
 """One untimed pass before the first round: imports, prepared statements, every pooled
 connection opened (W2 runs 20 apps at once, more than any pool's 10 connections)."""
 
 
+LONG_WINDOW = 20
+"""W4's step-time figures are the medians of its first and of its last this many steps."""
+
+LONG_LOADS = 20
+"""W4's latest-load figure is the median of this many loads after the run."""
+
+
 @dataclass(frozen=True, slots=True)
 class Workload:
-    """One workload: ``metric(elapsed_seconds, sizes)`` gives its figure in ``unit``."""
+    """One workload: ``metric(elapsed_seconds, sizes)`` gives its figure in ``unit``.
+
+    A ``long`` workload (W4) yields several figures per run instead (see
+    :class:`benchmarks.contenders.base.LongChat`); its ``metric`` is that of the whole run and
+    it is reported in its own table, and it runs only in the first ``--long-rounds`` rounds
+    (1 by default)."""
 
     key: str
     title: str
@@ -49,6 +84,7 @@ class Workload:
     needs_database: bool
     metric: Callable[[float, Sizes], float]
     describe: Callable[[Sizes], str]
+    long: bool = False
 
 
 def _per(count: Callable[[Sizes], int], scale: float) -> Callable[[float, Sizes], float]:
@@ -101,12 +137,26 @@ WORKLOADS: dict[str, Workload] = {
                 "(initialize_from + abuild)"
             ),
         ),
+        Workload(
+            "W4",
+            "long chat",
+            "µs/step",
+            higher_is_better=False,
+            needs_database=True,
+            metric=_per(lambda s: s.w4_steps, 1e6),
+            describe=lambda s: (
+                f"one app, {s.w4_steps:,} steps from an empty history that keeps every message: "
+                f"bytes stored, µs/step over its first and last {LONG_WINDOW} steps, latest-load "
+                f"time (median of {LONG_LOADS})"
+            ),
+            long=True,
+        ),
     )
 }
 
 
 def parse_workloads(spec: str | None) -> list[Workload]:
-    """``"W1,W2"`` (case-insensitive) as workloads, in W0-W3 order; all of them for None."""
+    """``"W1,W2"`` (case-insensitive) as workloads, in W0-W4 order; all of them for None."""
     if not spec:
         return list(WORKLOADS.values())
     wanted = {part.strip().upper() for part in spec.split(",") if part.strip()}

@@ -16,14 +16,16 @@ __all__ = ["CONTENDERS", "QUICK_CONTENDERS", "Entry", "parse_contenders"]
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A contender: its column ``label``, its module, and the imports it needs (with the pip
-    names to suggest when they are missing)."""
+    """A contender: its column ``label``, its module (and the name of the module's
+    ``create(target, options)`` function), and the imports it needs (with the pip names to
+    suggest when they are missing)."""
 
     key: str
     label: str
     module: str
     requires: tuple[str, ...] = ()
     pip: tuple[str, ...] = ()
+    create: str = "create"
 
     def missing(self, backend: str) -> list[str]:
         """The pip names of what this contender lacks on ``backend`` (empty: runnable)."""
@@ -42,7 +44,7 @@ class Entry:
     def factory(self) -> Callable[[Target, Options], Contender]:
         """The module's ``create(target, options)`` (imports the module)."""
         module = importlib.import_module(self.module)
-        create: Callable[[Target, Options], Contender] = module.create
+        create: Callable[[Target, Options], Contender] = getattr(module, self.create)
         return create
 
 
@@ -59,6 +61,12 @@ CONTENDERS: dict[str, Entry] = {
         Entry("raw", "raw driver", "benchmarks.contenders.raw"),
         Entry("core", "SQLAlchemy Core naive", "benchmarks.contenders.core"),
         Entry("burr_async", "burr_async", "benchmarks.contenders.burr_async_"),
+        Entry(
+            "burr_async-snapshot",
+            "burr_async (snapshot)",
+            "benchmarks.contenders.burr_async_",
+            create="create_snapshot",
+        ),
         Entry("burr", "Burr", "benchmarks.contenders.burr_", ("burr",), ("apache-burr",)),
         Entry(
             "langgraph",
@@ -71,17 +79,22 @@ CONTENDERS: dict[str, Entry] = {
 }
 """Every contender, in table column order."""
 
-QUICK_CONTENDERS = ("raw", "burr_async")
-"""What ``--quick`` runs: base dependencies (and asyncpg) only."""
+QUICK_CONTENDERS = ("raw", "burr_async", "burr_async-snapshot")
+"""What ``--quick`` runs: the raw drivers and burr_async's two storage modes, base
+dependencies (and asyncpg) only."""
 
 
 def parse_contenders(spec: str | None, *, quick: bool) -> list[Entry]:
     """``"raw,burr_async"`` as entries in column order; every contender (``--quick``: the
-    quick ones) for None."""
+    quick ones) for None. ``burr_async-snapshot`` may be spelled ``burr_async_snapshot``."""
     if not spec:
         keys: set[str] = set(QUICK_CONTENDERS if quick else CONTENDERS)
     else:
-        keys = {part.strip().lower() for part in spec.split(",") if part.strip()}
+        keys = {
+            part.strip().lower().replace("burr_async_snapshot", "burr_async-snapshot")
+            for part in spec.split(",")
+            if part.strip()
+        }
         unknown = keys - CONTENDERS.keys()
         if unknown:
             raise ValueError(

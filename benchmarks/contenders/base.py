@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import statistics
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Protocol
 
 from benchmarks import chat
 from benchmarks.targets import Backend, Target
-from benchmarks.workloads import Sizes
+from benchmarks.workloads import LONG_LOADS, LONG_WINDOW, Sizes
 
-__all__ = ["ChatApp", "Contender", "Options", "Timed", "WorkloadError", "sqlite_pragmas"]
+__all__ = [
+    "ChatApp",
+    "Contender",
+    "LongChat",
+    "Options",
+    "Stored",
+    "Timed",
+    "WorkloadError",
+    "sqlite_pragmas",
+]
 
 LangGraphDurability = Literal["sync", "async", "exit"]
 
@@ -29,6 +39,50 @@ class Options:
 
 class WorkloadError(RuntimeError):
     """A contender produced a wrong result (the figure would be meaningless)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What a contender holds for one app: payload ``bytes`` as the database stores them
+    (Postgres: ``pg_column_size``, after TOAST compression), over ``rows`` rows (of every table
+    counted), and ``logical`` bytes: the same payload uncompressed (Postgres:
+    ``octet_length`` of a JSONB column as text, of a BYTEA column as is; SQLite stores it
+    uncompressed: ``logical == bytes``)."""
+
+    bytes: int
+    rows: int
+    logical: int
+
+
+@dataclass(frozen=True, slots=True)
+class LongChat:
+    """W4's figures for one run: the stored payload after the run, the seconds of each step
+    (each turn's wall clock halved, so two equal entries per turn) and of each latest-state
+    load after the run."""
+
+    stored: Stored
+    step_seconds: tuple[float, ...]
+    load_seconds: tuple[float, ...]
+
+    @property
+    def seconds(self) -> float:
+        """The whole run's timed steps."""
+        return sum(self.step_seconds)
+
+    def figures(self) -> dict[str, float]:
+        """The reported figures: ``bytes``, ``logical_bytes``, ``rows``, ``step_first_us`` and
+        ``step_last_us`` (median µs/step of the first and of the last :data:`LONG_WINDOW`
+        steps) and ``load_us`` (median µs per load)."""
+        steps = self.step_seconds
+        window = min(LONG_WINDOW, len(steps) // 2)
+        return {
+            "bytes": float(self.stored.bytes),
+            "logical_bytes": float(self.stored.logical),
+            "rows": float(self.stored.rows),
+            "step_first_us": 1e6 * statistics.median(steps[:window]),
+            "step_last_us": 1e6 * statistics.median(steps[-window:]),
+            "load_us": 1e6 * statistics.median(self.load_seconds),
+        }
 
 
 class ChatApp(Protocol):
@@ -62,6 +116,8 @@ class Contender(ABC):
 
     key: ClassVar[str]
     backends: ClassVar[frozenset[Backend]] = frozenset({"memory", "sqlite", "postgres"})
+    long_chat: ClassVar[bool] = False
+    """Whether it runs W4 (:meth:`new_long_app`, :meth:`load_latest`, :meth:`stored`)."""
 
     def __init__(self, target: Target, options: Options) -> None:
         self.target = target
@@ -92,10 +148,26 @@ class Contender(ABC):
         of its loaded state."""
         raise NotImplementedError
 
+    async def new_long_app(self, app_id: str) -> ChatApp:
+        """A fresh, persisted long chat (W4): ``chat.long_initial_state()``, every message
+        kept (``chat.push(..., window=None)``)."""
+        raise NotImplementedError
+
+    async def load_latest(self, app_id: str) -> Mapping[str, Any]:
+        """The app's latest full state, loaded the way the framework offers it ("give me the
+        latest state"), as a mapping of its values (W4, timed)."""
+        raise NotImplementedError
+
+    async def stored(self, app_id: str) -> Stored:
+        """The state payload stored for the app, as the database holds it (W4, untimed)."""
+        raise NotImplementedError
+
     def supports(self, workload: str) -> bool:
         """Whether this contender runs ``workload`` on its backend."""
         if self.backend == "memory":
             return workload == "W0"
+        if workload == "W4":
+            return self.long_chat
         return workload != "W0"
 
     # -- the workloads --------------------------------------------------------------------------
@@ -116,7 +188,55 @@ class Contender(ABC):
         if workload == "W3":
             ids = [f"{tag}-w3-{i}" for i in range(sizes.w3_apps)]
             return await self._resume(ids, sizes.w3_seed_steps, timed)
+        if workload == "W4":
+            return (await self.run_long(sizes, tag, timed=timed)).seconds
         raise ValueError(f"unknown workload {workload!r}")
+
+    async def run_long(self, sizes: Sizes, tag: str, *, timed: Timed | None = None) -> LongChat:
+        """W4: one long chat of ``sizes.w4_steps`` steps, each turn timed on its own; then the
+        stored payload, and :data:`LONG_LOADS` timed loads of the latest state, each checked
+        to hold the whole history. ``timed`` runs around the steps."""
+        timed = timed or _NoProfiler()
+        app_id = f"{tag}-w4"
+        steps = sizes.w4_steps
+        app = await self.new_long_app(app_id)
+        clock = time.perf_counter
+        per_step: list[float] = []
+        gc.collect()
+        with _timing(timed):
+            for n in range(steps // 2):
+                began = clock()
+                await app.turn(n)
+                half = (clock() - began) / 2
+                per_step += (half, half)
+        stored = await self.stored(app_id)
+        gc.collect()
+        loads: list[float] = []
+        for _ in range(LONG_LOADS):
+            began = clock()
+            state = await self.load_latest(app_id)
+            loads.append(clock() - began)
+            self._check_long(state, steps)
+        return LongChat(stored, tuple(per_step), tuple(loads))
+
+    def _check_long(self, state: Mapping[str, Any], steps: int) -> None:
+        history = state.get("chat_history")
+        last_question = chat.question(steps // 2 - 1)
+        expected_last = {"role": "assistant", "content": chat.answer(last_question)}
+        expected_first = {"role": "user", "content": chat.question(0)}
+        if (
+            not isinstance(history, Sequence)
+            or len(history) != steps
+            or dict(history[0]) != expected_first
+            or dict(history[-1]) != expected_last
+            or state.get("question") != last_question
+        ):
+            got = len(history) if isinstance(history, Sequence) else type(history).__name__
+            raise WorkloadError(
+                f"{self.key} on {self.backend}: the latest state of the long chat does not "
+                f"hold the whole history (expected {steps} messages, from "
+                f"{expected_first['content']!r} to {expected_last['content']!r}; got {got})"
+            )
 
     async def _sequential(self, app_id: str, steps: int, timed: Timed, *, persist: bool) -> float:
         app = await self.new_app(app_id, persist=persist, concurrent=False)

@@ -14,6 +14,7 @@ with ``await ApplicationBuilder()...abuild()`` and run with ``await app.arun(...
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from burr.core import Application, ApplicationBuilder, State, action, default
@@ -21,7 +22,14 @@ from burr.integrations.persisters.b_aiosqlite import AsyncSQLitePersister
 from burr.integrations.persisters.b_asyncpg import AsyncPostgreSQLPersister
 
 from benchmarks import chat
-from benchmarks.contenders.base import ChatApp, Contender, HaltingChat, Options, sqlite_pragmas
+from benchmarks.contenders.base import (
+    ChatApp,
+    Contender,
+    HaltingChat,
+    Options,
+    Stored,
+    sqlite_pragmas,
+)
 from benchmarks.targets import Target
 
 __all__ = ["create"]
@@ -29,34 +37,41 @@ __all__ = ["create"]
 TABLE = "burr_state"
 
 
-@action(reads=["chat_history"], writes=["question", "chat_history"])
-async def human_converse(state: State[Any], question: str) -> tuple[dict[str, str], State[Any]]:
-    message: chat.Message = {"role": "user", "content": question}
-    new_state = state.update(
-        question=question, chat_history=chat.push(state["chat_history"], message)
-    )
-    return {"question": question}, new_state
+def _actions(window: int | None) -> tuple[Any, Any]:
+    """The two actions, keeping the last ``window`` messages (None: every one, W4)."""
+
+    @action(reads=["chat_history"], writes=["question", "chat_history"])
+    async def human_converse(state: State[Any], question: str) -> tuple[dict[str, str], State[Any]]:
+        message: chat.Message = {"role": "user", "content": question}
+        new_state = state.update(
+            question=question, chat_history=chat.push(state["chat_history"], message, window)
+        )
+        return {"question": question}, new_state
+
+    @action(reads=["question", "chat_history"], writes=["response", "chat_history"])
+    async def ai_converse(state: State[Any]) -> tuple[dict[str, str], State[Any]]:
+        response = chat.answer(state["question"])
+        message: chat.Message = {"role": "assistant", "content": response}
+        new_state = state.update(
+            response=response, chat_history=chat.push(state["chat_history"], message, window)
+        )
+        return {"response": response}, new_state
+
+    return human_converse, ai_converse
 
 
-@action(reads=["question", "chat_history"], writes=["response", "chat_history"])
-async def ai_converse(state: State[Any]) -> tuple[dict[str, str], State[Any]]:
-    response = chat.answer(state["question"])
-    message: chat.Message = {"role": "assistant", "content": response}
-    new_state = state.update(
-        response=response, chat_history=chat.push(state["chat_history"], message)
-    )
-    return {"response": response}, new_state
-
+human_converse, ai_converse = _actions(chat.WINDOW)
+_long_actions = _actions(None)
 
 Persister = AsyncSQLitePersister | AsyncPostgreSQLPersister
 
 
 async def build_chat_app(
-    app_id: str, persister: Persister | None, *, resume: bool = False
+    app_id: str, persister: Persister | None, *, resume: bool = False, long: bool = False
 ) -> Application[Any]:
     builder: ApplicationBuilder[Any] = (
         ApplicationBuilder()  # type: ignore[no-untyped-call]
-        .with_actions(human_converse, ai_converse)
+        .with_actions(*(_long_actions if long else (human_converse, ai_converse)))
         .with_transitions(
             ("human_converse", "ai_converse", default),
             ("ai_converse", "human_converse", default),
@@ -72,7 +87,8 @@ async def build_chat_app(
             default_entrypoint="human_converse",
         )
     else:
-        builder = builder.with_state(**chat.initial_state()).with_entrypoint("human_converse")
+        initial = chat.long_initial_state() if long else chat.initial_state()
+        builder = builder.with_state(**initial).with_entrypoint("human_converse")
     if persister is not None:
         builder = builder.with_state_persister(persister)
     return await builder.abuild()
@@ -80,6 +96,7 @@ async def build_chat_app(
 
 class BurrContender(Contender):
     key = "burr"
+    long_chat = True
 
     async def open(self) -> None:
         self.persister: Persister | None = None
@@ -137,6 +154,39 @@ class BurrContender(Contender):
     async def load_app(self, app_id: str) -> str:
         app = await build_chat_app(app_id, self.persister, resume=True)
         return str(app.state["question"])
+
+    async def new_long_app(self, app_id: str) -> ChatApp:
+        return HaltingChat(await build_chat_app(app_id, self.persister, long=True))
+
+    async def load_latest(self, app_id: str) -> Mapping[str, Any]:
+        assert self.persister is not None
+        data = await self.persister.load(chat.PARTITION_KEY, app_id)
+        assert data is not None, f"{app_id} is not stored"
+        state: Mapping[str, Any] = data["state"]
+        return state
+
+    async def stored(self, app_id: str) -> Stored:
+        where = "WHERE partition_key = {} AND app_id = {}"
+        if isinstance(self.persister, AsyncSQLitePersister):
+            query = (
+                "SELECT coalesce(sum(length(CAST(state AS BLOB))), 0), count(*), "
+                f"coalesce(sum(length(CAST(state AS BLOB))), 0) FROM {TABLE} "
+            )
+            async with self.persister.connection.execute(
+                query + where.format("?", "?"), (chat.PARTITION_KEY, app_id)
+            ) as cur:
+                row = await cur.fetchone()
+        else:
+            query = (
+                "SELECT coalesce(sum(pg_column_size(state)), 0), count(*), "
+                f"coalesce(sum(octet_length(state::text)), 0) FROM {TABLE} "
+            )
+            async with self.pool.acquire() as conn:
+                row = await conn.fetchrow(
+                    query + where.format("$1", "$2"), chat.PARTITION_KEY, app_id
+                )
+        assert row is not None
+        return Stored(int(row[0]), int(row[1]), int(row[2]))
 
 
 def create(target: Target, options: Options) -> Contender:

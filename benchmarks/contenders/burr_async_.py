@@ -5,14 +5,29 @@ The engine comes from ``burr_async.persistence.create_engine`` (SQLite: WAL and 
 ``synchronous``, as the raw floor); on Postgres its pool is sized like every other contender's
 (``pool_size=10, max_overflow=0``). The table is provisioned with
 ``burr_async.persistence.migrate.upgrade(engine, table_name=..., schema=...)``.
+
+Two contenders: ``burr_async`` is the persister as configured by default (``storage="delta"``:
+a step's row holds what it changed, with a full state every ``snapshot_every=50`` steps at
+most); ``burr_async-snapshot`` passes ``storage="snapshot"`` (every row a full state), in a
+table of its own.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+import sqlalchemy as sa
 
 from benchmarks import chat
-from benchmarks.contenders.base import ChatApp, Contender, HaltingChat, Options, sqlite_pragmas
+from benchmarks.contenders.base import (
+    ChatApp,
+    Contender,
+    HaltingChat,
+    Options,
+    Stored,
+    sqlite_pragmas,
+)
 from benchmarks.contenders.provision import engine_url
 from benchmarks.targets import Target
 from burr_async import (
@@ -26,34 +41,48 @@ from burr_async import (
 )
 from burr_async.persistence import create_engine, migrate
 
-__all__ = ["BurrAsyncContender", "build_chat_app", "create"]
+__all__ = [
+    "BurrAsyncContender",
+    "BurrAsyncSnapshotContender",
+    "build_chat_app",
+    "create",
+    "create_snapshot",
+]
 
 TABLE = "burr_async_steps"
 
 
-@action(reads=["chat_history"], writes=["question", "chat_history"])
-async def human_converse(state: State, question: str) -> tuple[dict[str, str], State]:
-    message: chat.Message = {"role": "user", "content": question}
-    new_state = state.update(
-        question=question, chat_history=chat.push(state["chat_history"], message)
-    )
-    return {"question": question}, new_state
+def _actions(window: int | None) -> tuple[Any, Any]:
+    """The two actions, keeping the last ``window`` messages (None: every one, W4)."""
+
+    @action(reads=["chat_history"], writes=["question", "chat_history"])
+    async def human_converse(state: State, question: str) -> tuple[dict[str, str], State]:
+        message: chat.Message = {"role": "user", "content": question}
+        new_state = state.update(
+            question=question, chat_history=chat.push(state["chat_history"], message, window)
+        )
+        return {"question": question}, new_state
+
+    @action(reads=["question", "chat_history"], writes=["response", "chat_history"])
+    async def ai_converse(state: State) -> tuple[dict[str, str], State]:
+        response = chat.answer(state["question"])
+        message: chat.Message = {"role": "assistant", "content": response}
+        new_state = state.update(
+            response=response, chat_history=chat.push(state["chat_history"], message, window)
+        )
+        return {"response": response}, new_state
+
+    return human_converse, ai_converse
 
 
-@action(reads=["question", "chat_history"], writes=["response", "chat_history"])
-async def ai_converse(state: State) -> tuple[dict[str, str], State]:
-    response = chat.answer(state["question"])
-    message: chat.Message = {"role": "assistant", "content": response}
-    new_state = state.update(
-        response=response, chat_history=chat.push(state["chat_history"], message)
-    )
-    return {"response": response}, new_state
+human_converse, ai_converse = _actions(chat.WINDOW)
+_long_actions = _actions(None)
 
 
-def _builder() -> ApplicationBuilder:
+def _builder(*, long: bool = False) -> ApplicationBuilder:
     return (
         ApplicationBuilder()
-        .with_actions(human_converse, ai_converse)
+        .with_actions(*(_long_actions if long else (human_converse, ai_converse)))
         .with_transitions(
             ("human_converse", "ai_converse", default),
             ("ai_converse", "human_converse", default),
@@ -62,11 +91,16 @@ def _builder() -> ApplicationBuilder:
 
 
 async def build_chat_app(
-    app_id: str, persister: AsyncBaseStatePersister | None, *, resume: bool = False
+    app_id: str,
+    persister: AsyncBaseStatePersister | None,
+    *,
+    resume: bool = False,
+    long: bool = False,
 ) -> Application:
     """A fresh chat app (or, with ``resume``, the stored one loaded through
-    ``initialize_from``), persisting every step to ``persister`` when given."""
-    builder = _builder().with_identifiers(app_id=app_id, partition_key=chat.PARTITION_KEY)
+    ``initialize_from``), persisting every step to ``persister`` when given; ``long``: the
+    long chat of W4 (empty history, every message kept)."""
+    builder = _builder(long=long).with_identifiers(app_id=app_id, partition_key=chat.PARTITION_KEY)
     if resume:
         assert persister is not None
         builder = builder.initialize_from(
@@ -76,7 +110,8 @@ async def build_chat_app(
             default_entrypoint="human_converse",
         )
     else:
-        builder = builder.with_state(chat.initial_state()).with_entrypoint("human_converse")
+        initial = chat.long_initial_state() if long else chat.initial_state()
+        builder = builder.with_state(initial).with_entrypoint("human_converse")
     if persister is not None:
         builder = builder.with_state_persister(persister)
     return await builder.abuild()
@@ -84,6 +119,9 @@ async def build_chat_app(
 
 class BurrAsyncContender(Contender):
     key = "burr_async"
+    long_chat = True
+    storage: ClassVar[Literal["delta", "snapshot"]] = "delta"
+    table: ClassVar[str] = TABLE
 
     async def open(self) -> None:
         self.persister: SQLAlchemyPersister | None = None
@@ -99,8 +137,19 @@ class BurrAsyncContender(Contender):
             url, sqlite_synchronous=self.target.sqlite_synchronous, **kwargs
         )
         schema = self.target.pg.schema if self.backend == "postgres" else None
-        await migrate.upgrade(self.engine, table_name=TABLE, schema=schema)
-        self.persister = SQLAlchemyPersister(self.engine, table_name=TABLE, schema=schema)
+        await migrate.upgrade(self.engine, table_name=self.table, schema=schema)
+        self.persister = SQLAlchemyPersister(
+            self.engine, table_name=self.table, schema=schema, storage=self.storage
+        )
+        if self.backend == "postgres":
+            size, logical = "pg_column_size(state)", "octet_length(state::text)"
+        else:
+            size = logical = "length(CAST(state AS BLOB))"
+        table = f'"{schema}"."{self.table}"' if schema else f'"{self.table}"'
+        self.size_query = sa.text(
+            f"SELECT coalesce(sum({size}), 0), count(*), coalesce(sum({logical}), 0) "
+            f"FROM {table} WHERE partition_key = :pk AND app_uid = :app"
+        )
 
     async def aclose(self) -> None:
         if self.persister is not None:
@@ -115,15 +164,20 @@ class BurrAsyncContender(Contender):
                 journal = (await conn.exec_driver_sql("PRAGMA journal_mode")).scalar()
                 sync = (await conn.exec_driver_sql("PRAGMA synchronous")).scalar()
                 return (
-                    f"{sqlite_pragmas(journal, sync)}; SQLAlchemyPersister(engine) on "
+                    f"{sqlite_pragmas(journal, sync)}; {self._persister_call()} on "
                     "burr_async.persistence.create_engine() (aiosqlite)"
                 )
             setting = (await conn.exec_driver_sql("SHOW synchronous_commit")).scalar()
         return (
-            f"synchronous_commit={setting}; SQLAlchemyPersister(engine) on "
+            f"synchronous_commit={setting}; {self._persister_call()} on "
             f"burr_async.persistence.create_engine() (asyncpg), "
             f"pool_size={self.target.pg.pool_size}, max_overflow=0"
         )
+
+    def _persister_call(self) -> str:
+        if self.storage == "delta":
+            return "SQLAlchemyPersister(engine) (storage='delta', snapshot_every=50: the default)"
+        return f"SQLAlchemyPersister(engine, storage={self.storage!r})"
 
     async def new_app(self, app_id: str, *, persist: bool, concurrent: bool) -> ChatApp:
         return HaltingChat(await build_chat_app(app_id, self.persister if persist else None))
@@ -132,6 +186,38 @@ class BurrAsyncContender(Contender):
         app = await build_chat_app(app_id, self.persister, resume=True)
         return str(app.state["question"])
 
+    async def new_long_app(self, app_id: str) -> ChatApp:
+        return HaltingChat(await build_chat_app(app_id, self.persister, long=True))
+
+    async def load_latest(self, app_id: str) -> Mapping[str, Any]:
+        assert self.persister is not None
+        data = await self.persister.load(chat.PARTITION_KEY, app_id)
+        assert data is not None, f"{app_id} is not stored"
+        return data.state
+
+    async def stored(self, app_id: str) -> Stored:
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(self.size_query, {"pk": chat.PARTITION_KEY, "app": app_id})
+            ).one()
+        return Stored(int(row[0]), int(row[1]), int(row[2]))
+
+
+class BurrAsyncSnapshotContender(BurrAsyncContender):
+    """The same, with ``storage="snapshot"``: every step's full state, as before deltas."""
+
+    key = "burr_async-snapshot"
+    storage = "snapshot"
+    table = "burr_async_snapshot_steps"
+
+    def supports(self, workload: str) -> bool:
+        # W0 has no persister: it would be burr_async's W0 again.
+        return workload != "W0" and super().supports(workload)
+
 
 def create(target: Target, options: Options) -> Contender:
     return BurrAsyncContender(target, options)
+
+
+def create_snapshot(target: Target, options: Options) -> Contender:
+    return BurrAsyncSnapshotContender(target, options)

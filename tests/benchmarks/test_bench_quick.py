@@ -1,5 +1,6 @@
 """The benchmark harness's smoke run (``make bench-quick``): it completes and reports every
-workload it ran. Nothing about timing is asserted; the figures of a smoke run mean nothing."""
+workload it ran. Nothing about timing is asserted; the figures of a smoke run mean nothing,
+except W4's stored bytes, which are deterministic: deltas must store less than snapshots."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from pathlib import Path
 from tests.databases import POSTGRES_URL, REQUIRE_POSTGRES
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKLOADS = ("W0", "W1", "W2", "W3")
-QUICK_CONTENDERS = ("raw", "burr_async")
+WORKLOADS = ("W0", "W1", "W2", "W3", "W4")
+QUICK_CONTENDERS = ("raw", "burr_async", "burr_async-snapshot")
+BURR_ASYNC = ("burr_async", "burr_async-snapshot")
+W4_STEPS = 40  # benchmarks.workloads.QUICK
 
 # Quick mode must need nothing from the bench extra: run it with those packages unimportable,
 # whether or not they are installed here.
@@ -51,16 +54,45 @@ def test_quick_run_completes_and_reports_every_workload(tmp_path: Path) -> None:
     expected = [("W0", "memory")] + [(w, b) for w in WORKLOADS[1:] for b in backends]
     assert sorted((r["workload"], r["backend"]) for r in report["ran"]) == sorted(expected)
 
+    # W0 has no persister (burr_async's storage modes are the same there); W4 is burr_async's.
+    runs = {
+        "W0": ("raw", "burr_async"),
+        "W1": QUICK_CONTENDERS,
+        "W2": QUICK_CONTENDERS,
+        "W3": QUICK_CONTENDERS,
+        "W4": BURR_ASYNC,
+    }
     measured = {(m["workload"], m["backend"], m["contender"]) for m in report["medians"]}
-    missing = [
-        (w, b, c) for w, b in expected for c in QUICK_CONTENDERS if (w, b, c) not in measured
-    ]
-    assert missing == []
+    wanted = {(w, b, c) for w, b in expected for c in runs[w]}
+    assert measured == wanted
 
-    # The printed table has a row for every workload and backend that ran.
+    # The printed table has a row for every workload and backend that ran (W4 its own table).
     for workload, backend in expected:
         where = "—" if backend == "memory" else backend
+        if workload == "W4":
+            continue
         assert any(
             line.startswith(f"| {workload} ") and f"| {where} |" in line
             for line in proc.stdout.splitlines()
         ), f"no table row for {workload} on {backend}:\n{proc.stdout}"
+
+    # W4: every figure of both storage modes, per backend, in the JSON and in its table.
+    long = {(r["backend"], r["contender"]): r for r in report["long"]}
+    assert sorted(long) == sorted((b, c) for b in backends for c in BURR_ASYNC)
+    for backend in backends:
+        delta, snapshot = long[(backend, "burr_async")], long[(backend, "burr_async-snapshot")]
+        for figures in (delta, snapshot):
+            assert figures["workload"] == "W4"
+            assert figures["rows"] == W4_STEPS  # one row per step
+            for name in ("bytes", "logical_bytes", "step_first_us", "step_last_us", "load_us"):
+                assert figures[name] > 0, (backend, figures)
+        assert delta["bytes"] < snapshot["bytes"], (backend, delta, snapshot)
+        assert delta["logical_bytes"] < snapshot["logical_bytes"], (backend, delta, snapshot)
+        if backend == "sqlite":  # stored uncompressed
+            assert delta["bytes"] == delta["logical_bytes"]
+        labels = {"burr_async": "burr_async", "burr_async-snapshot": "burr_async (snapshot)"}
+        for contender, label in labels.items():
+            assert any(
+                line.startswith(f"| {backend} | {label} |") for line in proc.stdout.splitlines()
+            ), f"no W4 row for {contender} on {backend}:\n{proc.stdout}"
+    assert "| W4 long chat |" in proc.stdout  # its targets
