@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import operator
 import weakref
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -196,6 +197,24 @@ def rebuild(rows: Iterable[tuple[int, bool, str]]) -> Iterator[tuple[int, dict[s
     sequence. Yields ``(sequence_id, state, tagged)``: ``tagged`` when some row it was built
     from may hold a serde tag. Each yielded dict is new; lists are shared with the dict before
     unless the step changed them. DamagedHistoryError for rows that cannot make a state."""
+    return _states(rows, copy=True)
+
+
+def rebuild_last(rows: Sequence[tuple[int, bool, str]]) -> tuple[dict[str, Any], bool]:
+    """The full state after the last of ``rows`` (as :func:`rebuild`) and whether it may hold
+    a tag: extends lists in place, for one load."""
+    last = deque(_states(rows, copy=False), maxlen=1)
+    if not last:
+        raise DamagedHistoryError("no row to rebuild a state from")
+    _sequence_id, state, tagged = last[0]
+    return state, tagged
+
+
+def _states(
+    rows: Iterable[tuple[int, bool, str]], *, copy: bool
+) -> Iterator[tuple[int, dict[str, Any], bool]]:
+    """:func:`rebuild`'s states; with ``copy`` False each is the one before it, changed in
+    place (for a caller that keeps only the last)."""
     state: dict[str, Any] | None = None
     tagged = False
     previous = -1
@@ -203,40 +222,21 @@ def rebuild(rows: Iterable[tuple[int, bool, str]]) -> Iterator[tuple[int, dict[s
         tagged = tagged or _TAG in text
         if not delta:
             state = _full(text)
-        elif state is None or sequence_id != previous + 1:
+        elif state is None:
+            raise DamagedHistoryError(
+                f"step {sequence_id} is stored as a delta, but no full state is stored before "
+                "it: the history was cut outside burr_async"
+            )
+        elif sequence_id != previous + 1:
             raise DamagedHistoryError(
                 f"step {sequence_id} is stored as a delta, but the step before it "
-                f"({sequence_id - 1}) is not stored: the history was cut outside burr_async"
+                f"({sequence_id - 1}) is not stored: the steps between {previous} and "
+                f"{sequence_id} are missing, cut outside burr_async"
             )
         else:
-            state = _apply(dict(state), text, copy_lists=True)
+            state = _apply(dict(state) if copy else state, text, copy_lists=copy)
         previous = sequence_id
         yield sequence_id, state, tagged
-
-
-def rebuild_last(rows: Sequence[tuple[int, bool, str]]) -> tuple[dict[str, Any], bool]:
-    """The full state after the last of ``rows`` (as :func:`rebuild`) and whether it may hold
-    a tag: extends lists in place, for one load."""
-    if not rows:
-        raise DamagedHistoryError("no row to rebuild a state from")
-    first_seq, first_delta, first_text = rows[0]
-    if first_delta:
-        raise DamagedHistoryError(
-            f"step {first_seq} is stored as a delta, but no full state is stored before it: "
-            "the history was cut outside burr_async"
-        )
-    state = _full(first_text)
-    tagged = _TAG in first_text
-    previous = first_seq
-    for sequence_id, delta, text in rows[1:]:
-        if sequence_id != previous + 1:
-            raise DamagedHistoryError(
-                f"step {sequence_id} follows step {previous}: the steps between are missing"
-            )
-        tagged = tagged or _TAG in text
-        state = _apply(state, text, copy_lists=False) if delta else _full(text)
-        previous = sequence_id
-    return state, tagged
 
 
 def _full(text: str) -> dict[str, Any]:
