@@ -294,14 +294,13 @@ class AsyncSQLitePersister(SQLAlchemyPersister):
         on first use; a bad argument raises here, before anything is awaited."""
         _refuse_serde_kwargs(serde_kwargs)
         engine = _sqlite_engine(db_path, connect_kwargs, synchronous, engine_kwargs)
-        persister = cls(
+        persister = cls._owning(
             engine,
             table_name=table_name,
             serde=serde,
             storage=storage,
             snapshot_every=snapshot_every,
         )
-        persister._owns_engine = True
         return Opening(_ready(persister))
 
     @classmethod
@@ -418,7 +417,7 @@ class PostgreSQLPersister(SQLAlchemyPersister):
             port=port,
             database=db_name,
         )
-        persister = cls(
+        return cls._owning(
             create_engine(url, **engine_kwargs),
             table_name=table_name,
             schema=schema,
@@ -426,8 +425,6 @@ class PostgreSQLPersister(SQLAlchemyPersister):
             storage=storage,
             snapshot_every=snapshot_every,
         )
-        persister._owns_engine = True
-        return persister
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Self:
@@ -489,7 +486,7 @@ class AsyncPostgreSQLPersister(SQLAlchemyPersister):
         engine = _postgres_engine(
             db_name, user, password, host, port, pool_kwargs, dict(engine_kwargs or {})
         )
-        persister = cls(
+        persister = cls._owning(
             engine,
             table_name=table_name,
             schema=schema,
@@ -497,7 +494,6 @@ class AsyncPostgreSQLPersister(SQLAlchemyPersister):
             storage=storage,
             snapshot_every=snapshot_every,
         )
-        persister._owns_engine = True
         return Opening(_ready(persister))
 
     @classmethod

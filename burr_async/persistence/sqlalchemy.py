@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 import anyio
 import orjson
@@ -163,7 +163,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         get their async drivers). On SQLite the connections use WAL and ``sqlite_synchronous``
         (see :func:`burr_async.persistence.engine.configure_sqlite`)."""
         engine = create_engine(url, sqlite_synchronous=sqlite_synchronous, **engine_kwargs)
-        persister = SQLAlchemyPersister(
+        return SQLAlchemyPersister._owning(
             engine,
             table_name=table_name,
             schema=schema,
@@ -171,6 +171,11 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             storage=storage,
             snapshot_every=snapshot_every,
         )
+
+    @classmethod
+    def _owning(cls, engine: AsyncEngine, **options: Any) -> Self:
+        """A persister on ``engine`` that owns it: ``aclose`` disposes it."""
+        persister = cls(engine, **options)
         persister._owns_engine = True
         return persister
 
