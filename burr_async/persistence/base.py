@@ -74,7 +74,8 @@ def _cutoff(idle_for: object) -> dt.datetime:
 
 @dataclass(frozen=True, slots=True)
 class ParentPointer:
-    """Where a forked application was copied from."""
+    """A step of another application: where a forked application was copied from, or the
+    step whose action spawned a sub-application (its spawning parent)."""
 
     app_id: str
     partition_key: str | None
@@ -91,6 +92,8 @@ class AppSummary:
     position: str
     status: Status
     updated_at: dt.datetime
+    spawning_parent: ParentPointer | None = None
+    """The parent step that spawned this application as a sub-application, or None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,9 @@ class PersistedStateData:
     status: Status
     error: str | None = None
     parent: ParentPointer | None = None
+    spawning_parent: ParentPointer | None = None
+    """The parent step that spawned this application (a fan-out's child, or an application
+    built ``with_spawning_parent``), or None."""
 
     def __getitem__(self, key: str) -> Any:
         try:
@@ -149,9 +155,13 @@ class AsyncBaseStateSaver(ABC):
         *,
         error: str | None = None,
         parent: ParentPointer | None = None,
+        spawning_parent: ParentPointer | None = None,
     ) -> None:
         """Store one step. ``error`` is the failure of a ``failed`` step; ``parent`` is given
-        on every step of a forked application: the step it was copied from."""
+        on every step of a forked application: the step it was copied from;
+        ``spawning_parent`` on every step of a sub-application: the parent step that spawned
+        it. The application passes ``parent`` and ``spawning_parent`` only when they are set,
+        so a persister that predates them keeps working for applications that use neither."""
 
 
 class AsyncBaseStatePersister(AsyncBaseStateLoader, AsyncBaseStateSaver):

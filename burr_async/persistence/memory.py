@@ -25,7 +25,9 @@ from burr_async.state import State
 
 __all__ = ["AsyncDevNullPersister", "AsyncInMemoryPersister", "InMemoryPersister"]
 
-_Row = tuple[int, str, bytes, Status, str | None, ParentPointer | None, dt.datetime]
+_Row = tuple[
+    int, str, bytes, Status, str | None, ParentPointer | None, dt.datetime, ParentPointer | None
+]
 
 
 class InMemoryPersister(AsyncBaseStatePersister):
@@ -66,6 +68,7 @@ class InMemoryPersister(AsyncBaseStatePersister):
         *,
         error: str | None = None,
         parent: ParentPointer | None = None,
+        spawning_parent: ParentPointer | None = None,
     ) -> None:
         self._check_open("save")
         _check_ids(app_id, partition_key)
@@ -89,13 +92,14 @@ class InMemoryPersister(AsyncBaseStatePersister):
             error,
             parent,
             dt.datetime.now(dt.UTC),
+            spawning_parent,
         )
         apps = self._order.setdefault(pk, {})
         apps.pop(app_id, None)
         apps[app_id] = None
 
     def _data(self, pk: str, app_id: str, row: _Row) -> PersistedStateData:
-        sequence_id, position, encoded, status, error, parent, created_at = row
+        sequence_id, position, encoded, status, error, parent, created_at, spawner = row
         return PersistedStateData(
             partition_key=pk or None,
             app_id=app_id,
@@ -106,6 +110,7 @@ class InMemoryPersister(AsyncBaseStatePersister):
             status=status,
             error=error,
             parent=parent,
+            spawning_parent=spawner,
         )
 
     async def load(
@@ -141,10 +146,10 @@ class InMemoryPersister(AsyncBaseStatePersister):
         for pk in partitions:
             for app_id in self._order.get(pk, {}):
                 steps = self._rows[(pk, app_id)]
-                seq, position, _, latest, _, _, created_at = steps[max(steps)]
+                seq, position, _, latest, _, _, created_at, spawner = steps[max(steps)]
                 if status is None or latest == status:
                     summaries.append(
-                        AppSummary(pk or None, app_id, seq, position, latest, created_at)
+                        AppSummary(pk or None, app_id, seq, position, latest, created_at, spawner)
                     )
         summaries.sort(key=lambda s: (s.partition_key or "", s.app_id))
         summaries.sort(key=lambda s: s.updated_at, reverse=True)
@@ -286,6 +291,7 @@ class AsyncDevNullPersister(AsyncBaseStatePersister):
         *,
         error: str | None = None,
         parent: ParentPointer | None = None,
+        spawning_parent: ParentPointer | None = None,
     ) -> None:
         """Store nothing."""
         self._check_open("save")
