@@ -27,6 +27,7 @@ from burr_async.errors import (
     AppDeletedError,
     ApplicationBusyError,
     BurrAsyncError,
+    ChildApplicationError,
     CommitUnknownError,
     ConcurrentStepError,
     ConditionError,
@@ -59,6 +60,7 @@ from burr_async.hooks import (
     PreRunStepHook,
     PreRunStepHookAsync,
 )
+from burr_async.parallelism import MapActions, MapActionsAndStates, MapStates, RunnableGraph
 from burr_async.persistence.base import (
     AppSummary,
     AsyncBaseStateLoader,
@@ -122,6 +124,7 @@ __all__ = [
     "AsyncStreamingAction",
     "AsyncStreamingResultContainer",
     "BurrAsyncError",
+    "ChildApplicationError",
     "CommitUnknownError",
     "ConcurrentStepError",
     "Condition",
@@ -137,6 +140,9 @@ __all__ = [
     "Input",
     "InvalidActionResultError",
     "InvalidIdentifierError",
+    "MapActions",
+    "MapActionsAndStates",
+    "MapStates",
     "MissingInputError",
     "MissingWriteError",
     "OrjsonSerde",
@@ -155,6 +161,7 @@ __all__ = [
     "PreRunStepHookAsync",
     "ReservedInputError",
     "Result",
+    "RunnableGraph",
     "SQLAlchemyPersister",
     "SQLitePersister",
     "SchemaAheadError",

@@ -48,6 +48,8 @@ class StepStore:
     _partition_key: str | None
     _persister: AsyncBaseStateSaver | None
     _parent: ParentPointer | None
+    _spawning_parent: ParentPointer | None
+    _first_attempt: int | None
     _unsettled: StoredStep | None
     _state: State
     _sequence_id: int | None
@@ -63,6 +65,8 @@ class StepStore:
         self._position = None if step.position == AT_ENTRYPOINT else step.position
         self._status = step.status
         self._error = step.error
+        if step.status != "failed":
+            self._first_attempt = None
         if cancelled:
             raise asyncio.CancelledError
 
@@ -97,6 +101,11 @@ class StepStore:
                 step.status,
                 error=step.error,
                 **({"parent": self._parent} if self._parent is not None else {}),
+                **(
+                    {"spawning_parent": self._spawning_parent}
+                    if self._spawning_parent is not None
+                    else {}
+                ),
             )
         except PersistenceError as exc:
             exc.add_ids(

@@ -22,6 +22,7 @@ from burr_async.context import ApplicationContext
 from burr_async.errors import (
     ApplicationBusyError,
     BurrAsyncError,
+    ConcurrentStepError,
     InvalidActionResultError,
     PersistenceError,
 )
@@ -61,6 +62,8 @@ class Application(StepStore):
         hooks: _HookSet,
         persister: AsyncBaseStateSaver | None,
         parent: ParentPointer | None = None,
+        spawning_parent: ParentPointer | None = None,
+        first_attempt: int | None = None,
         error: str | None = None,
         given_persister: object = None,
         given_initializer: object = None,
@@ -77,6 +80,13 @@ class Application(StepStore):
         self._hooks = hooks
         self._persister = persister
         self._parent = parent
+        self._spawning_parent = spawning_parent
+        # the sequence id of the first failed attempt of the action at a failed position
+        self._first_attempt = (
+            (sequence_id if first_attempt is None else first_attempt)
+            if status == "failed"
+            else None
+        )
         self._given = (given_persister, given_initializer)
         self._busy = False
         self._unsettled: StoredStep | None = None
@@ -120,6 +130,12 @@ class Application(StepStore):
         return self._parent
 
     @property
+    def spawning_parent_pointer(self) -> ParentPointer | None:
+        """The parent step that spawned this application (``with_spawning_parent``, or a
+        fan-out's child), if it is a sub-application."""
+        return self._spawning_parent
+
+    @property
     def context(self) -> ApplicationContext:
         """The :class:`~burr_async.context.ApplicationContext` the next step's action will get
         (its ``sequence_id`` is the number that step will take)."""
@@ -127,13 +143,20 @@ class Application(StepStore):
         return self._context(upcoming.name if upcoming is not None else None)
 
     def _context(self, action_name: str | None) -> ApplicationContext:
+        sequence_id = self._next_sequence_id()
+        retrying = (
+            self._first_attempt is not None
+            and action_name is not None
+            and action_name == self._position
+        )
         return ApplicationContext(
             app_id=self._uid,
             partition_key=self._partition_key,
-            sequence_id=self._next_sequence_id(),
+            sequence_id=sequence_id,
             action_name=action_name,
             state_persister=self._given[0],
             state_initializer=self._given[1],
+            first_attempt_sequence_id=self._first_attempt if retrying else sequence_id,
         )
 
     def get_next_action(self) -> Action | None:
@@ -515,6 +538,11 @@ class Application(StepStore):
                 with context:
                     result, after = await act._execute(before, inputs)
             after = _checked_state(act, before, after)
+        except ConcurrentStepError:
+            # a sub-application of the action lost a race to another worker running this very
+            # step: that worker owns the step, so nothing is stored here (a failed row would
+            # take the key its commit needs); the application stays where it was
+            raise
         except Exception as exc:
             await self._fail(act, sequence_id, exc)
             raise
@@ -567,6 +595,7 @@ class Application(StepStore):
         self._position = act.name
         self._status = "completed"
         self._error = None
+        self._first_attempt = None
         try:
             await self._post_step_hooks(act, sequence_id, result, None)
         finally:
@@ -584,6 +613,8 @@ class Application(StepStore):
         except PersistenceError as write_error:
             write_error.add_note(f"The step was being recorded as failed because: {exc!r}")
             raise write_error from exc
+        if self._status != "failed" or self._position != act.name or self._first_attempt is None:
+            self._first_attempt = sequence_id
         self._sequence_id = sequence_id
         self._position = act.name
         self._status = "failed"

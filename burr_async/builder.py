@@ -60,6 +60,7 @@ class ApplicationBuilder:
         self._entrypoint: str | None = None
         self._app_id: str | None = None
         self._partition_key: str | None = None
+        self._spawning_parent: ParentPointer | None = None
         self._sequence_id: int | None = None
         self._hooks: list[object] = []
         self._persister: AsyncBaseStateSaver | None = None
@@ -122,6 +123,26 @@ class ApplicationBuilder:
             self._partition_key = partition_key
         if sequence_id is not None:
             self._sequence_id = sequence_id
+        return self
+
+    def with_spawning_parent(
+        self, app_id: str, sequence_id: int, partition_key: str | None = None
+    ) -> Self:
+        """Make this a sub-application of the step ``sequence_id`` of application ``app_id``
+        (in ``partition_key``): the step whose action spawns it, as in Burr. The pointer is
+        stored with every step of this application (``PersistedStateData.spawning_parent``;
+        ``burr-async history`` and ``apps`` show it) and given to the
+        ``post_application_create`` hooks. A resumed sub-application keeps the pointer it was
+        stored with when this is not called. A fan-out (``MapStates`` ...) sets it on its
+        children itself."""
+        _check_id("app_id", app_id)
+        _check_id("partition_key", partition_key, optional=True)
+        if isinstance(sequence_id, bool) or not isinstance(sequence_id, int) or sequence_id < 0:
+            raise ConfigurationError(
+                f"with_spawning_parent(sequence_id={sequence_id!r}): the parent step's number, "
+                "a whole number from 0."
+            )
+        self._spawning_parent = ParentPointer(app_id, partition_key, sequence_id)
         return self
 
     def with_hooks(self, *hooks: object) -> Self:
@@ -271,6 +292,8 @@ class ApplicationBuilder:
         status: Status = "completed"
         error: str | None = None
         parent: ParentPointer | None = None
+        spawner = self._spawning_parent
+        first_attempt: int | None = None
         init = self._initializer
         if init is not None:
             entrypoint = init.default_entrypoint
@@ -290,6 +313,10 @@ class ApplicationBuilder:
                     )
                 if not at_entrypoint and (loaded.status == "failed" or init.resume_at_next_action):
                     position, status, error = loaded.position, loaded.status, loaded.error
+                    if status == "failed":
+                        first_attempt = await self._first_attempt(init, loaded)
+                if spawner is None:
+                    spawner = loaded.spawning_parent
                 if init.fork_from_app_id is not None:
                     parent = ParentPointer(loaded.app_id, loaded.partition_key, loaded.sequence_id)
                     await self._record_fork(app_id, loaded, parent)
@@ -316,6 +343,8 @@ class ApplicationBuilder:
             hooks=_HookSet(self._hooks),
             persister=self._persister,
             parent=parent,
+            spawning_parent=spawner,
+            first_attempt=first_attempt,
             error=error,
             given_persister=self._given_persister,
             given_initializer=init.given if init is not None else None,
@@ -328,9 +357,22 @@ class ApplicationBuilder:
             state=state,
             application_graph=app_graph,
             parent_pointer=parent,
-            spawning_parent_pointer=None,
+            spawning_parent_pointer=spawner,
         )
         return app
+
+    async def _first_attempt(self, init: _Initializer, failed: PersistedStateData) -> int:
+        """The sequence id of the first of the failed attempts of ``failed``'s action that
+        end the app's stored steps (``ApplicationContext.first_attempt_sequence_id`` of the
+        retry): the loaded step's own, or earlier ones' when it failed more than once. Reads a
+        step per further failed attempt, and only when an app resumes at a failed step."""
+        first = failed.sequence_id
+        while first > 0:
+            earlier = await init.loader.load(failed.partition_key, failed.app_id, first - 1)
+            if earlier is None or earlier.status != "failed" or earlier.position != failed.position:
+                break
+            first = earlier.sequence_id
+        return first
 
     async def _load(self, init: _Initializer, app_id: str) -> PersistedStateData | None:
         if init.fork_from_app_id is None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
@@ -26,7 +26,8 @@ class ApplicationContext:
 
     ``state_persister`` and ``state_initializer`` are the objects given to
     ``with_state_persister`` and ``initialize_from`` (None when not set), so that an action
-    can build another application on the same storage. Burr's ``tracker`` and
+    can build another application on the same storage (a sub-application: see
+    ``ApplicationBuilder.with_spawning_parent``). Burr's ``tracker`` and
     ``parallel_executor_factory`` have no counterpart here.
     """
 
@@ -42,6 +43,13 @@ class ApplicationContext:
     """What ``with_state_persister`` was given, or None."""
     state_initializer: Any = None
     """What ``initialize_from`` was given, or None."""
+    first_attempt_sequence_id: int | None = field(default=None, compare=False)
+    """The ``sequence_id`` of this action's first attempt: the step's own ``sequence_id``,
+    except when the step runs again an action whose step failed (a failed step is stored, and
+    its action re-run at the next ``sequence_id``), where it is the number of the first of those
+    failed attempts. A key derived from it stays the same across retries: a fan-out names its
+    children by it, so that a retry finds the children of the first attempt. None when
+    ``sequence_id`` is; derived from the other fields, it takes no part in comparisons."""
 
     @staticmethod
     def get() -> ApplicationContext | None:

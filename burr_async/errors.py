@@ -14,7 +14,8 @@ name the application, action or key involved, and what to do about it::
     │   ├── ReservedInputError (also a ValueError)
     │   ├── UndeclaredWriteError
     │   ├── MissingWriteError
-    │   └── InvalidActionResultError (also a TypeError)
+    │   ├── InvalidActionResultError (also a TypeError)
+    │   └── ChildApplicationError
     ├── ConditionError
     ├── HookError
     ├── SerializationError (also a TypeError)
@@ -34,6 +35,7 @@ __all__ = [
     "AppDeletedError",
     "ApplicationBusyError",
     "BurrAsyncError",
+    "ChildApplicationError",
     "CommitUnknownError",
     "ConcurrentStepError",
     "ConditionError",
@@ -201,6 +203,40 @@ class MissingWriteError(ActionError):
 
 class InvalidActionResultError(ActionError, TypeError):
     """An action returned something other than ``(result_dict, State)`` or a ``State``."""
+
+
+class ChildApplicationError(ActionError):
+    """A child of a fan-out (a sub-application run by ``MapStates``, ``MapActions`` or
+    ``MapActionsAndStates``) failed, so the parent step failed. The child's own exception is
+    the ``__cause__``; ``child_index`` and ``child_app_id`` say which child it was. The child's
+    committed steps stay stored (its failed step too): running the parent step again re-runs
+    only the children that had not completed, the failed one from its failed step."""
+
+    def __init__(
+        self,
+        *,
+        action: str,
+        app_id: str,
+        partition_key: str | None,
+        child_index: int,
+        child_app_id: str,
+        child_action: str | None,
+        exception: BaseException,
+    ) -> None:
+        self.app_id = app_id
+        self.partition_key = partition_key
+        self.child_index = child_index
+        self.child_app_id = child_app_id
+        self.child_action = child_action
+        where = f" in its action {quote(child_action)}" if child_action is not None else ""
+        super().__init__(
+            f"Child {child_index} (app_id={quote(child_app_id)}) of fan-out {quote(action)} "
+            f"({describe_step(app_id, partition_key)}) failed{where}: "
+            f"{type(exception).__name__}: {exception}. The other children were cancelled; "
+            "their committed steps are stored. Fix the cause and run the parent again: only the "
+            "children that had not completed run again.",
+            action=action,
+        )
 
 
 class ConditionError(BurrAsyncError):

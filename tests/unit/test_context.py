@@ -48,6 +48,7 @@ def test_the_context_is_a_frozen_dataclass() -> None:
         "action_name",
         "state_persister",
         "state_initializer",
+        "first_attempt_sequence_id",
     }
 
 
