@@ -37,6 +37,20 @@ class Calls:
 
     def __init__(self) -> None:
         self.items: list[tuple[str, Any]] = []
+        self.grew: asyncio.Event | None = None
+
+    def add(self, name: str, value: Any) -> None:
+        self.items.append((name, value))
+        if self.grew is not None:
+            self.grew.set()
+
+    async def reach(self, name: str, count: int) -> None:
+        """Wait until ``name`` was called ``count`` times (bounded by the test timeout)."""
+        self.grew = asyncio.Event()
+        async with asyncio.timeout(10):
+            while len(self.of(name)) < count:
+                await self.grew.wait()
+                self.grew.clear()
 
     def of(self, name: str) -> list[Any]:
         return [value for called, value in self.items if called == name]
@@ -48,17 +62,17 @@ fail_on: set[int] = set()
 
 
 @pytest.fixture(autouse=True)
-def _reset() -> Iterator[None]:
+def _reset() -> None:
     calls.items.clear()
+    calls.grew = None
     gates.clear()
     fail_on.clear()
-    yield
 
 
 @action(reads=["x"], writes=["y"])
 async def square(state: State) -> State:
     x = state["x"]
-    calls.items.append(("square", x))
+    calls.add("square", x)
     if x in gates:
         await gates[x].wait()
     if x in fail_on:
@@ -68,13 +82,13 @@ async def square(state: State) -> State:
 
 @action(reads=["x"], writes=["y"])
 def negate(state: State) -> State:
-    calls.items.append(("negate", state["x"]))
+    calls.add("negate", state["x"])
     return state.update(y=-state["x"])
 
 
 @action(reads=["y"], writes=["z"])
 async def plus_one(state: State) -> State:
-    calls.items.append(("plus_one", state["y"]))
+    calls.add("plus_one", state["y"])
     return state.update(z=state["y"] + 1)
 
 
@@ -390,8 +404,7 @@ async def test_cancelling_the_parent_cancels_the_children_and_keeps_their_steps(
     gates[3] = asyncio.Event()
     app = await build(Squares(), persister)
     task = asyncio.create_task(app.arun(halt_after=["fan"]))
-    while len(calls.of("square")) < 3:
-        await asyncio.sleep(0)
+    await calls.reach("square", 3)
     await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -417,8 +430,7 @@ async def test_two_workers_on_one_fan_out_commit_each_child_step_once() -> None:
     first = await build(Squares(), persister, resume=True)
     second = await build(Squares(), persister, resume=True)
     runs = [asyncio.create_task(a.arun(halt_after=["fan"])) for a in (first, second)]
-    while len(calls.of("square")) < 6:
-        await asyncio.sleep(0)
+    await calls.reach("square", 6)
     for gate in gates.values():
         gate.set()
     outcomes = await asyncio.gather(*runs, return_exceptions=True)
