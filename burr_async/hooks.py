@@ -169,7 +169,8 @@ class PostApplicationCreateHook(ABC):
     ) -> None:
         """Observe the new application (sync or async). ``application_graph`` is its graph
         with the entrypoint; ``parent_pointer`` the step it was forked from (None when it was
-        not); ``spawning_parent_pointer`` is always None (no sub-applications here)."""
+        not); ``spawning_parent_pointer`` the parent step that spawned it, when it is a
+        sub-application (``with_spawning_parent``, a fan-out's child), else None."""
 
 
 _PHASES = (

@@ -103,8 +103,8 @@ class _Child:
 
 
 class MapActionsAndStates(Action):
-    """An action that runs every action of :meth:`actions` over every state of
-    :meth:`states` as sub-applications, then folds their final states with :meth:`reduce`.
+    """An action that runs every action of ``actions`` over every state of
+    ``states`` as sub-applications, then folds their final states with ``reduce``.
 
     Subclass it and define ``reads``, ``writes``, ``actions``, ``states`` and ``reduce``.
     Children are ordered action by action, then state by state within each action; a child's
@@ -207,7 +207,7 @@ class MapActionsAndStates(Action):
 
 
 class MapStates(MapActionsAndStates):
-    """Run one action (or sub-graph), :meth:`action`, over every state of :meth:`states`."""
+    """Run one action (or sub-graph), ``action``, over every state of ``states``."""
 
     @abstractmethod
     def action(self, state: State, inputs: dict[str, Any]) -> SubgraphType:
@@ -220,7 +220,7 @@ class MapStates(MapActionsAndStates):
 
 
 class MapActions(MapActionsAndStates):
-    """Run every action (or sub-graph) of :meth:`actions` over one state, :meth:`state`
+    """Run every action (or sub-graph) of ``actions`` over one state, ``state``
     (the parent's state unless overridden)."""
 
     def state(self, state: State, inputs: dict[str, Any]) -> State:
