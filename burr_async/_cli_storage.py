@@ -198,7 +198,8 @@ def _children(
         return
     _print_apps(found[:limit])
     if len(found) > limit:
-        click.echo(_printable(f"{len(found) - limit} more apps spawned by {what} (raise --limit)"))
+        more = _plural(len(found) - limit, "more app")
+        click.echo(_printable(f"{more} spawned by {what} (raise --limit)"))
 
 
 @cli.command()

@@ -15,7 +15,12 @@ import sqlalchemy as sa
 
 from burr_async import ParentPointer, SchemaOutOfDateError, State
 from burr_async.persistence import migrate
-from burr_async.persistence.models import HEAD_REVISION, SPAWN_COLUMNS
+from burr_async.persistence.models import (
+    HEAD_REVISION,
+    SPAWN_COLUMNS,
+    schema_status,
+    stores_spawning_parents,
+)
 from burr_async.persistence.sqlalchemy import SQLAlchemyPersister
 from tests.databases import Database
 
@@ -242,3 +247,39 @@ async def test_list_children_is_an_index_lookup(db: Database) -> None:
     finally:
         await engine.dispose()
     assert any("ix_burr_state_spawn_app_uid_spawn_sequence_id" in line for line in plan), plan
+
+
+def test_release_0003_runs_on_0004_0003_and_this_release_on_0003() -> None:
+    """The rolling-deploy rule for this revision, in both directions (docs/deployment.md)."""
+    release_0003 = {
+        "head": "0003",
+        "known": ("0001", "0002_0001", "0003"),
+        "runs_from": "0002_0001",
+    }
+    assert schema_status("0004_0003", **release_0003) == "compatible"  # type: ignore[arg-type]
+    assert schema_status("0003") == "previous" and schema_status("0004_0003") == "current"
+    assert [stores_spawning_parents(r) for r in ("0002_0001", "0003", "0004_0003")] == [
+        False,
+        False,
+        True,
+    ]
+    assert stores_spawning_parents("0007_0004") and not stores_spawning_parents("0005")
+    assert not stores_spawning_parents(None)
+
+
+async def test_rows_written_by_release_0003_code_on_0004_0003_have_no_spawning_parent(
+    db: Database,
+) -> None:
+    """Release 0003's write path names only its own columns: on a table at 0004_0003 its rows
+    get NULL spawn columns, which this release reads as no spawning parent. (Simulated: this
+    persister addressing the table as revision 0003 does.)"""
+    app_id = new_id()
+    async with db.persister() as old:
+        assert await old.is_initialized()
+        old._use_table(spawning=False)
+        await old.save("u", app_id, 0, "x", State({"v": 1}), "completed")
+        await old.save("u", app_id, 1, "x", State({"v": 2}), "completed")
+    async with db.persister() as new:
+        loaded = await new.load("u", app_id)
+        assert loaded is not None and loaded.state["v"] == 2 and loaded.spawning_parent is None
+        assert [row[2:] for row in await spawn_columns(new, app_id)] == [(None, None, None)] * 2
