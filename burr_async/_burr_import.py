@@ -9,7 +9,9 @@ Burr's table (``SQLitePersister``, ``AsyncSQLitePersister``, ``PostgreSQLPersist
 ``state`` (``json.dumps`` of ``State.serialize()``: TEXT on SQLite, JSONB on Postgres, with
 Burr's bookkeeping keys ``__SEQUENCE_ID`` and ``__PRIOR_STEP`` inside) and ``created_at``
 (SQLite: UTC text from ``CURRENT_TIMESTAMP``; Postgres: a ``TIMESTAMP`` in the server's time
-zone), keyed by (partition_key, app_id, sequence_id, position).
+zone), keyed by (partition_key, app_id, sequence_id, position). It records neither a fork's
+parent nor a sub-application's spawning parent (Burr keeps those in its tracking client's
+metadata, not in the persister's table), so every imported step has neither.
 
 What it does, per app, in sequence order:
 

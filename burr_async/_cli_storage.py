@@ -12,6 +12,11 @@ step the app was listed at. That step is never changed, so the cursor stays wher
 apps take steps: an app untouched between the pages is listed exactly once, and an app that
 took a step moved to the top. Without ``--after-seq`` the cursor is the app's latest step now.
 
+Sub-applications: ``apps`` and ``history`` add a ``spawned by`` column (``APP_ID@SEQ``, and
+the parent's partition when it has one) when a listed app or step has a spawning parent, and
+``apps --spawned-by APP_ID[@SEQ]`` lists the children of an app (of that step), with ``-p`` the
+parent's partition (``SQLAlchemyPersister.list_children``).
+
 Removing: every removing command takes ``--dry-run`` (print what it would remove, remove
 nothing) and ``--yes``. Without ``--yes`` it asks for confirmation (default no) when stdin is
 a terminal, and refuses with exit status 2 when it is not, removing nothing.
@@ -41,7 +46,7 @@ from burr_async.cli import (
     cli,
     partition_option,
 )
-from burr_async.persistence.base import AppSummary, PersistedStateData
+from burr_async.persistence.base import AppSummary, ParentPointer, PersistedStateData
 from burr_async.persistence.sqlalchemy import SQLAlchemyPersister
 
 __all__: list[str] = []
@@ -54,6 +59,27 @@ def _next_page(settings: Settings, *command: str) -> None:
 
 def _where(partition: str | None) -> str:
     return f"partition {partition!r}" if partition else "the default partition"
+
+
+def _spawner(pointer: ParentPointer | None) -> str:
+    """A spawning parent as the ``spawned by`` column shows it: ``APP_ID@SEQ``, followed by
+    its partition when it has one (escaped when printed, as every stored string)."""
+    if pointer is None:
+        return ""
+    where = f" (partition {pointer.partition_key!r})" if pointer.partition_key else ""
+    return f"{pointer.app_id}@{pointer.sequence_id}{where}"
+
+
+def _parent_step(value: str) -> tuple[str, int | None]:
+    """``--spawned-by``'s ``APP_ID[@SEQ]``: the app id and the step (None: any step). The
+    step is what follows the last ``@`` when that is a number; a trailing ``@`` means any step
+    (for an app id that itself ends in ``@`` and digits)."""
+    app_id, at, seq = value.rpartition("@")
+    if not at or not (seq.isdigit() or seq == ""):
+        return value, None
+    if not app_id:
+        raise click.BadParameter(f"no app id in {value!r}", param_hint="--spawned-by")
+    return app_id, (int(seq) if seq else None)
 
 
 # -- paging -----------------------------------------------------------------------------------
@@ -76,6 +102,12 @@ def _where(partition: str | None) -> str:
     default=None,
     help="With --all: the partition of --after's app (default: none).",
 )
+@click.option(
+    "--spawned-by",
+    metavar="APP_ID[@SEQ]",
+    default=None,
+    help="Only the apps that APP_ID (its step SEQ) spawned, in any partition; -p is APP_ID's.",
+)
 @click.pass_obj
 def apps(
     settings: Settings,
@@ -85,9 +117,16 @@ def apps(
     after: str | None,
     after_seq: int | None,
     after_partition: str | None,
+    spawned_by: str | None,
 ) -> None:
     """List applications with their latest step, most recently updated first, a page at a
-    time (--limit); after a full page, print the command for the next one."""
+    time (--limit); after a full page, print the command for the next one. With
+    --spawned-by: the sub-applications an app spawned (at most --limit of them)."""
+    if spawned_by is not None:
+        if all_partitions or after is not None or after_seq is not None or after_partition:
+            raise click.UsageError("--spawned-by goes without --all and --after")
+        _children(settings, partition, *_parent_step(spawned_by), limit)
+        return
     if partition is not None and all_partitions:
         raise click.UsageError("use either --partition or --all")
     if after is None and (after_seq is not None or after_partition is not None):
@@ -124,11 +163,7 @@ def apps(
         what = "no apps" if after is None else f"no more apps after {after!r}"
         click.echo(_printable(f"{what} in {where} of table {settings.table!r}"))
         return
-    table = Table("app id", "partition", "last step", "position", "status", "updated")
-    for s in summaries[:limit]:
-        row = (_cell(s.app_id), _cell(s.partition_key or ""), str(s.sequence_id), _cell(s.position))
-        table.add_row(*row, _status(s.status), _when(s.updated_at))
-    _console().print(table)
+    _print_apps(summaries[:limit])
     if len(summaries) > limit:
         last = summaries[limit - 1]
         listed = ["--all"] if all_partitions else ["-p", partition] if partition else []
@@ -136,6 +171,35 @@ def apps(
         if all_partitions and last.partition_key:
             cursor += ["--after-partition", last.partition_key]
         _next_page(settings, "apps", *listed, "--limit", str(limit), *cursor)
+
+
+def _print_apps(summaries: list[AppSummary]) -> None:
+    """The apps' table; a ``spawned by`` column when one of them has a spawning parent."""
+    spawned = any(s.spawning_parent is not None for s in summaries)
+    columns = ["app id", "partition", "last step", "position", "status", "updated"]
+    table = Table(*columns, *(["spawned by"] if spawned else []))
+    for s in summaries:
+        row = (_cell(s.app_id), _cell(s.partition_key or ""), str(s.sequence_id), _cell(s.position))
+        extra = [_cell(_spawner(s.spawning_parent))] if spawned else []
+        table.add_row(*row, _status(s.status), _when(s.updated_at), *extra)
+    _console().print(table)
+
+
+def _children(
+    settings: Settings, partition: str | None, parent: str, parent_seq: int | None, limit: int
+) -> None:
+    """``apps --spawned-by``: the children of app ``parent`` of ``partition`` (at step
+    ``parent_seq``), at most ``limit``, saying how many more there are."""
+    found = _read(settings, lambda p: p.list_children(partition, parent, parent_seq))
+    step = "" if parent_seq is None else f"step {parent_seq} of "
+    what = f"{step}app {parent!r} in {_where(partition)} of table {settings.table!r}"
+    if not found:
+        click.echo(_printable(f"no apps spawned by {what}"))
+        return
+    _print_apps(found[:limit])
+    if len(found) > limit:
+        more = _plural(len(found) - limit, "more app")
+        click.echo(_printable(f"{more} spawned by {what} (raise --limit)"))
 
 
 @cli.command()
@@ -147,8 +211,9 @@ def apps(
 def history(
     settings: Settings, app_id: str, partition: str | None, after: int | None, limit: int | None
 ) -> None:
-    """List the steps of APP_ID, oldest first (the error's first line for failed ones); with
-    --limit a page at a time, and after a full page the command for the next one."""
+    """List the steps of APP_ID, oldest first (the error's first line for failed ones, the
+    spawning parent of a sub-application's); with --limit a page at a time, and after a full
+    page the command for the next one."""
 
     async def page(p: SQLAlchemyPersister) -> tuple[list[PersistedStateData], bool]:
         most = None if limit is None else limit + 1  # one more, to tell whether there are more
@@ -163,11 +228,17 @@ def history(
     if not steps:
         click.echo(_printable(f"no steps of app {app_id!r} after step {after}"))
         return
-    table = Table("seq", "position", "status", "created", "error")
-    for step in steps[:limit]:
+    shown = steps[:limit]
+    spawned = any(step.spawning_parent is not None for step in shown)
+    table = Table("seq", "position", "status", "created", "error", *(["spawned by"] * spawned))
+    for step in shown:
         cells = (str(step.sequence_id), _cell(step.position), _status(step.status))
+        extra = [_cell(_spawner(step.spawning_parent))] if spawned else []
         table.add_row(
-            *cells, _when(step.created_at), _cell(_first_line(step.error) if step.error else "")
+            *cells,
+            _when(step.created_at),
+            _cell(_first_line(step.error) if step.error else ""),
+            *extra,
         )
     _console().print(table)
     if limit is not None and len(steps) > limit:

@@ -66,6 +66,7 @@ from burr_async.persistence.models import (
     HEAD_REVISION,
     runs_on,
     schema_status,
+    stores_deltas,
     validate_identifier,
 )
 from burr_async.persistence.sqlalchemy import SQLAlchemyPersister
@@ -435,10 +436,11 @@ def check(settings: Settings) -> None:
         raise SchemaAheadError(settings.table, found, HEAD_REVISION)
     if not runs_on(status):
         raise SchemaOutOfDateError(settings.table, found, HEAD_REVISION, "")
+    without = "no spawning parents" if stores_deltas(found) else "full states, no spawning parents"
     note = {
         "current": "head",
         "compatible": f"newer than {HEAD_REVISION}, and compatible",
-        "previous": f"runs, storing full states until 'db upgrade' brings it to {HEAD_REVISION}",
+        "previous": f"runs, storing {without} until 'db upgrade' brings it to {HEAD_REVISION}",
     }[status]
     click.echo(_printable(f"table {settings.table!r} is at revision {found} ({note})"))
 

@@ -370,14 +370,22 @@ class ConcurrentStepError(PersistenceError):
 class SchemaOutOfDateError(PersistenceError):
     """The persister's table is missing or its migration revision is behind the package's."""
 
-    def __init__(self, table: str, found: str | None, expected: str, command: str) -> None:
+    def __init__(
+        self,
+        table: str,
+        found: str | None,
+        expected: str,
+        command: str,
+        *,
+        purpose: str | None = None,
+    ) -> None:
         self.table = table
         self.found = found
         self.expected = expected
         state = "is not provisioned" if found is None else f"is at revision {found!r}"
+        needs = f"needs revision {expected!r}" + (f" {purpose}" if purpose else "")
         super().__init__(
-            f"Table {table!r} {state}; this version of burr_async needs revision {expected!r}. "
-            f"Run: {command}"
+            f"Table {table!r} {state}; this version of burr_async {needs}. Run: {command}"
         )
 
 

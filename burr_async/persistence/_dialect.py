@@ -29,8 +29,10 @@ from burr_async.persistence.models import COLUMNS, KEY_COLUMNS
 __all__: list[str] = []
 
 RowValues = tuple[Any, ...]
-"""One step's row: values in :data:`~burr_async.persistence.models.COLUMNS` order; ``state``
-is JSON text, ``created_at`` an aware datetime, ``partition_key`` never None (``""``)."""
+"""One step's row: values in :data:`~burr_async.persistence.models.COLUMNS` order (all of them,
+whatever the table's revision: a dialect for a table without the last columns leaves their
+values out); ``state`` is JSON text, ``created_at`` an aware datetime, ``partition_key`` never
+None (``""``)."""
 Key = tuple[str, str, int]
 """(partition_key, app_uid, sequence_id) of a row."""
 
@@ -42,7 +44,8 @@ _SAME_STEP = tuple(
     i for i, c in enumerate(COLUMNS) if i >= KEY.stop and i not in (_STATE, _CREATED_AT)
 )
 STORED_COLUMNS = COLUMNS[KEY.stop - 1 :]
-"""What a load returns, in order: ``sequence_id`` and the columns after the key."""
+"""What a load returns, in order: ``sequence_id`` and the columns after the key (of those the
+table has: a table before revision 0004_0003 has no ``spawn_*`` columns, the last ones)."""
 
 
 def as_utc(value: Any) -> dt.datetime:
@@ -92,13 +95,19 @@ class Dialect(ABC):
     def __init__(self, engine: AsyncEngine, table: sa.Table) -> None:
         self.table = table
         t = table
+        # the table's columns (build_table's): COLUMNS, or the first ones at an older revision;
+        # ``width``: how many of a row's values (RowValues) the table takes
+        self.columns: tuple[str, ...] = COLUMNS[: len(table.columns)]
+        self.width = len(self.columns)
+        self._same_step = tuple(i for i in _SAME_STEP if i < self.width)
         self._preparer = engine.dialect.identifier_preparer
         self.table_sql = self._preparer.format_table(table)
-        self.columns_sql = ", ".join(self.quote(c) for c in COLUMNS)
+        self.columns_sql = ", ".join(self.quote(c) for c in self.columns)
         self.key_sql = ", ".join(self.quote(c) for c in KEY_COLUMNS)
         stored = [
             sa.cast(t.c.state, sa.Text).label("state") if c == "state" else t.c[c]
             for c in STORED_COLUMNS
+            if c in t.c
         ]
         where = (
             t.c.partition_key == sa.bindparam("pk", type_=sa.Text),
@@ -145,7 +154,7 @@ class Dialect(ABC):
         )
         at_seq = seq == at
         same = sa.select(
-            *(t.c[COLUMNS[i]] for i in _SAME_STEP), self.same_state().label("same_state")
+            *(t.c[COLUMNS[i]] for i in self._same_step), self.same_state().label("same_state")
         ).where(*where, at_seq)
         self._same = _Compiled(same, engine.dialect)
 
@@ -220,7 +229,7 @@ class Dialect(ABC):
         if found is None:
             return None
         *stored, same_state = found
-        return bool(same_state) and tuple(stored) == tuple(row[i] for i in _SAME_STEP)
+        return bool(same_state) and tuple(stored) == tuple(row[i] for i in self._same_step)
 
     @abstractmethod
     def same_state(self) -> sa.ColumnElement[Any]:

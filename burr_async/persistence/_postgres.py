@@ -71,7 +71,7 @@ class PostgresDialect(Dialect):
         # the state travels as text and becomes JSONB in the server
         types = [
             "text" if name == "state" else column.type.compile(engine.dialect)
-            for name, column in zip(COLUMNS, (table.c[c] for c in COLUMNS), strict=True)
+            for name, column in zip(self.columns, (table.c[c] for c in self.columns), strict=True)
         ]
         params = [f"${i}::{t}" for i, t in enumerate(types, start=1)]
         selected = ", ".join(f"{p}::jsonb" if i == state else p for i, p in enumerate(params))
@@ -81,9 +81,9 @@ class PostgresDialect(Dialect):
             f"WHERE {follows} ON CONFLICT DO NOTHING"
         )
         arrays = ", ".join(f"${i}::{t}[]" for i, t in enumerate(types, start=1))
-        aliases = ", ".join(f"c{i}" for i in range(len(COLUMNS)))
+        aliases = ", ".join(f"c{i}" for i in range(self.width))
         selected = ", ".join(
-            f"u.c{i}::jsonb" if i == state else f"u.c{i}" for i in range(len(COLUMNS))
+            f"u.c{i}::jsonb" if i == state else f"u.c{i}" for i in range(self.width)
         )
         follows = self.follows_sql("u.c0", "u.c1", f"u.c{seq}", f"u.c{parent_seq}")
         self._many_sql = (
@@ -93,11 +93,12 @@ class PostgresDialect(Dialect):
         )
 
     async def insert_one(self, driver: Any, row: RowValues) -> bool:
-        status: str = await driver.execute(self._one_sql, *row, timeout=_timeout(driver))
+        args = row[: self.width]  # a table at an older revision takes the first values only
+        status: str = await driver.execute(self._one_sql, *args, timeout=_timeout(driver))
         return status.endswith(" 1")
 
     async def insert_many(self, driver: Any, rows: Sequence[RowValues]) -> set[Key]:
-        columns = list(zip(*rows, strict=True))
+        columns = list(zip(*rows, strict=True))[: self.width]
         records = await driver.fetch(self._many_sql, *columns, timeout=_timeout(driver))
         return {tuple(record) for record in records}
 

@@ -30,6 +30,7 @@ from burr_async.persistence.base import (
     _check_keep_last,
     _cutoff,
 )
+from burr_async.persistence.models import SPAWN_COLUMNS
 
 _log = logging.getLogger("burr_async.persistence")
 
@@ -155,17 +156,29 @@ def apps_page(
     limit: int,
     after: AppSummary | None,
     status: Status | None,
+    among: sa.Select[Any] | None = None,
 ) -> sa.Select[Any]:
     """The latest step of each app, most recently updated first (ties by partition, then app
-    id), after the cursor ``after`` (the last item of the previous page)."""
+    id), after the cursor ``after`` (the last item of the previous page); only the apps whose
+    (partition_key, app_uid) ``among`` selects, when given. The spawning parent's columns are
+    selected too when the table has them (``t`` of revision 0004_0003 or later)."""
     latest = sa.select(
         t.c.partition_key, t.c.app_uid, sa.func.max(t.c.sequence_id).label("sequence_id")
     ).group_by(t.c.partition_key, t.c.app_uid)
     if not all_partitions:
         latest = latest.where(t.c.partition_key == (partition_key or ""))
+    if among is not None:
+        latest = latest.where(app_keys(t).in_(among))
     sub = latest.subquery()
+    spawn = [t.c[name] for name in SPAWN_COLUMNS if name in t.c]
     query = sa.select(
-        t.c.partition_key, t.c.app_uid, t.c.sequence_id, t.c.position, t.c.status, t.c.created_at
+        t.c.partition_key,
+        t.c.app_uid,
+        t.c.sequence_id,
+        t.c.position,
+        t.c.status,
+        t.c.created_at,
+        *spawn,
     ).join(
         sub,
         sa.and_(

@@ -94,9 +94,9 @@ class SQLiteDialect(Dialect):
         self._bind_created: Callable[[Any], Any] = bind or (lambda value: value)
         parse = created.result_processor(dialect, None)
         self._parse_created: Callable[[Any], Any] = parse or (lambda value: value)
-        self._row_sql = "(" + ", ".join(["?"] * len(COLUMNS)) + ")"
+        self._row_sql = "(" + ", ".join(["?"] * self.width) + ")"
         # SQLite names the columns of a VALUES list column1, column2, ...
-        values = [f"column{i}" for i in range(1, len(COLUMNS) + 1)]
+        values = [f"column{i}" for i in range(1, self.width + 1)]
         self._selected = ", ".join(values)
         self._follows = self.follows_sql(
             values[0],
@@ -117,7 +117,8 @@ class SQLiteDialect(Dialect):
         return sql
 
     def _params(self, row: RowValues) -> RowValues:
-        return (*row[:_CREATED_AT], self._bind_created(row[_CREATED_AT]), *row[_CREATED_AT + 1 :])
+        created, width = self._bind_created(row[_CREATED_AT]), self.width
+        return (*row[:_CREATED_AT], created, *row[_CREATED_AT + 1 : width])
 
     async def before_write(self, connection: AsyncConnection, driver: Any) -> None:
         """Keep the held connection in autocommit. With an in-memory database every checkout

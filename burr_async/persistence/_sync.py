@@ -84,13 +84,18 @@ class SyncPersisterAdapter(AsyncBaseStateLoader, AsyncBaseStateSaver):
 
     An exception raised by the wrapped code becomes a :class:`PersistenceError` naming the app
     (and step), with the original chained; burr_async's own errors pass through. ``error`` and
-    ``parent`` are passed to ``save`` only if it accepts them (by name or ``**kwargs``).
+    ``parent`` and ``spawning_parent`` are passed to ``save`` only if it accepts them (by name
+    or ``**kwargs``): a persister that predates them keeps working, and then stores neither.
     """
 
     def __init__(self, persister: object) -> None:
         self._persister = persister
         save = getattr(persister, "save", None)
-        self._save_kwargs = _accepted(save, ("error", "parent")) if callable(save) else frozenset()
+        self._save_kwargs = (
+            _accepted(save, ("error", "parent", "spawning_parent"))
+            if callable(save)
+            else frozenset()
+        )
 
     @property
     def persister(self) -> object:
@@ -141,9 +146,10 @@ class SyncPersisterAdapter(AsyncBaseStateLoader, AsyncBaseStateSaver):
         *,
         error: str | None = None,
         parent: ParentPointer | None = None,
+        spawning_parent: ParentPointer | None = None,
     ) -> None:
         """Run the sync ``save`` and return once it has returned."""
-        extra = {"error": error, "parent": parent}
+        extra = {"error": error, "parent": parent, "spawning_parent": spawning_parent}
         kwargs = {k: v for k, v in extra.items() if k in self._save_kwargs}
         ids: dict[str, Any] = {
             "app_id": app_id,
@@ -202,10 +208,13 @@ def _converted(raw: object, partition_key: str | None, app_id: str) -> Persisted
     if status not in ("completed", "failed", None):
         raise ValueError(f"status is {status!r}")
     error, parent = raw.get("error"), raw.get("parent")
+    spawning_parent = raw.get("spawning_parent")
     if not (error is None or isinstance(error, str)):
         raise TypeError(f"error is {error!r}")
     if not (parent is None or isinstance(parent, ParentPointer)):
         raise TypeError(f"parent is {parent!r}")
+    if not (spawning_parent is None or isinstance(spawning_parent, ParentPointer)):
+        raise TypeError(f"spawning_parent is {spawning_parent!r}")
     loaded_pk, loaded_app = raw.get("partition_key", partition_key), raw.get("app_id") or app_id
     if not (loaded_pk is None or isinstance(loaded_pk, str)) or not isinstance(loaded_app, str):
         raise TypeError(f"partition_key, app_id are {loaded_pk!r}, {loaded_app!r}")
@@ -219,6 +228,7 @@ def _converted(raw: object, partition_key: str | None, app_id: str) -> Persisted
         status="failed" if status == "failed" else "completed",
         error=error,
         parent=parent,
+        spawning_parent=spawning_parent,
     )
 
 

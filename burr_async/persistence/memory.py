@@ -8,6 +8,7 @@ import datetime as dt
 from burr_async.errors import (
     AppDeletedError,
     ConcurrentStepError,
+    ConfigurationError,
     PersistenceError,
 )
 from burr_async.persistence.base import (
@@ -162,6 +163,40 @@ class InMemoryPersister(AsyncBaseStatePersister):
                 or (s.updated_at == after.updated_at and (s.partition_key or "", s.app_id) > cursor)
             ]
         return summaries[:limit]
+
+    async def list_children(
+        self, partition_key: str | None, app_id: str, sequence_id: int | None = None
+    ) -> list[AppSummary]:
+        """The apps whose spawning parent is app ``app_id`` of ``partition_key`` (at step
+        ``sequence_id``, when given), each with its latest step, most recently updated first
+        (as :meth:`SQLAlchemyPersister.list_children
+        <burr_async.SQLAlchemyPersister.list_children>`)."""
+        self._check_open("list_children")
+        _check_ids(app_id, partition_key)
+        if sequence_id is not None and (
+            isinstance(sequence_id, bool) or not isinstance(sequence_id, int)
+        ):
+            raise ConfigurationError(f"sequence_id must be an int or None, not {sequence_id!r}.")
+        parent_pk = partition_key or ""
+
+        def spawned_by(spawner: ParentPointer | None) -> bool:
+            return (
+                spawner is not None
+                and spawner.app_id == app_id
+                and (spawner.partition_key or "") == parent_pk
+                and (sequence_id is None or spawner.sequence_id == sequence_id)
+            )
+
+        summaries = []
+        for (pk, child), steps in self._rows.items():
+            if any(spawned_by(row[7]) for row in steps.values()):
+                seq, position, _, latest, _, _, created_at, spawner = steps[max(steps)]
+                summaries.append(
+                    AppSummary(pk or None, child, seq, position, latest, created_at, spawner)
+                )
+        summaries.sort(key=lambda s: (s.partition_key or "", s.app_id))
+        summaries.sort(key=lambda s: s.updated_at, reverse=True)
+        return summaries
 
     async def history(
         self,

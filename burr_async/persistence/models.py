@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
@@ -18,28 +18,40 @@ __all__ = [
     "KEY_COLUMNS",
     "KNOWN_REVISIONS",
     "OLDEST_RUNNABLE",
+    "SPAWN_COLUMNS",
+    "SPAWN_REVISION",
     "SchemaStatus",
     "build_table",
     "runs_on",
     "schema_status",
     "stores_deltas",
+    "stores_spawning_parents",
     "validate_identifier",
     "version_table_name",
 ]
 
 DEFAULT_TABLE_NAME = "burr_state"
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004_0003"
 """The migration revision this version of the package expects (checked against the scripts by
 the test suite)."""
-KNOWN_REVISIONS = ("0001", "0002_0001", "0003")
+KNOWN_REVISIONS = ("0001", "0002_0001", "0003", "0004_0003")
 """Every revision of this package's scripts, oldest first: a database at one of them is behind,
 previous or current; at any other it was migrated by a newer burr_async."""
 OLDEST_RUNNABLE = "0002_0001"
 """The oldest revision this package's code runs on. Below :data:`DELTA_REVISION` it writes only
-full states, which every older release reads."""
+full states, which every older release reads; below :data:`SPAWN_REVISION` it stores no
+spawning parents."""
 DELTA_REVISION = "0003"
 """The revision from which the table may hold delta rows (see ``docs/deployment.md``): releases
 before it refuse a table at this revision, so none of them reads a delta as a state."""
+SPAWN_REVISION = "0004_0003"
+"""The revision that adds the spawning-parent columns (:data:`SPAWN_COLUMNS`). Below it the
+persister writes and reads the table without them, and refuses to store a spawning parent
+(SchemaOutOfDateError naming ``db upgrade``)."""
+SPAWN_COLUMNS = ("spawn_app_uid", "spawn_partition_key", "spawn_sequence_id")
+"""The columns of a sub-application's pointer to the parent step that spawned it (all NULL on
+the rows of an application that has none), the last of the table: a table below
+:data:`SPAWN_REVISION` has every other column, in the same order."""
 
 SchemaStatus = Literal["missing", "behind", "previous", "current", "compatible", "ahead"]
 
@@ -59,8 +71,9 @@ def schema_status(
 
     - ``missing``: not provisioned; ``behind``: an older revision of this package's scripts
       that its code does not run on (run ``db upgrade``); ``previous``: an older revision it
-      still runs on, without what the later ones add (:data:`OLDEST_RUNNABLE` and after: the
-      persister writes full states only); ``current``: ``head``;
+      still runs on, without what the later ones add (:data:`OLDEST_RUNNABLE` and after:
+      below :data:`DELTA_REVISION` the persister writes full states only, below
+      :data:`SPAWN_REVISION` it stores no spawning parents); ``current``: ``head``;
     - ``compatible``: a newer revision that this package's code still runs on. A migration
       says so in its id, ``NNNN_MMMM``: revision ``NNNN``, and ``MMMM`` the oldest revision whose
       code can run on it (an additive change: a nullable column, an index);
@@ -94,6 +107,14 @@ def stores_deltas(found: str | None) -> bool:
     if found is None or schema_status(found) not in ("current", "compatible"):
         return False
     return _number(found) >= _number(DELTA_REVISION)
+
+
+def stores_spawning_parents(found: str | None) -> bool:
+    """Whether a table at revision ``found`` has the spawning-parent columns: at
+    :data:`SPAWN_REVISION` or a newer revision this package runs on."""
+    if found is None or schema_status(found) not in ("current", "compatible"):
+        return False
+    return _number(found) >= _number(SPAWN_REVISION)
 
 
 def _number(revision: str) -> int:
@@ -131,12 +152,21 @@ def build_table(
     table_name: str = DEFAULT_TABLE_NAME,
     schema: str | None = None,
     metadata: sa.MetaData | None = None,
+    *,
+    spawning: bool = True,
 ) -> sa.Table:
     """The step table: one row per step, unique on (partition_key, app_uid, sequence_id).
 
     ``state`` holds the step's full state, as the serde encodes it, when ``delta`` is false.
     When it is true, it holds what the step changed since the step before it (the format is
-    in ``docs/persistence/index.md``, "Steps that store only what changed")."""
+    in ``docs/persistence/index.md``, "Steps that store only what changed").
+
+    The ``spawn_*`` columns point at the parent step that spawned the app as a
+    sub-application (``spawn_partition_key`` ``''`` for none, as ``parent_partition_key``),
+    NULL on the rows of other apps; a partial index on (spawn_app_uid, spawn_sequence_id),
+    holding only the rows that have one, finds an app's children. ``spawning=False``: the
+    table as revisions before :data:`SPAWN_REVISION` have it, without those columns (how the
+    persister addresses such a table)."""
     validate_identifier(table_name, "table name")
     if schema is not None:
         validate_identifier(schema, "schema")
@@ -156,10 +186,38 @@ def build_table(
         sa.Column("parent_partition_key", sa.Text, nullable=True),
         sa.Column("parent_sequence_id", sa.Integer, nullable=True),
         sa.Column("delta", sa.Boolean, nullable=False, server_default=sa.false()),
+        *(_spawn_columns() if spawning else ()),
         sa.PrimaryKeyConstraint("partition_key", "app_uid", "sequence_id"),
         sa.CheckConstraint("status IN ('completed', 'failed')", name="status"),
         sa.Index(None, "partition_key", "created_at"),
+        *((spawn_index(),) if spawning else ()),
         schema=schema,
+    )
+
+
+SPAWN_INDEX_WHERE = "spawn_app_uid IS NOT NULL"
+"""The predicate of the children index: only the rows of sub-applications are in it, so the
+rows of every other app cost the write path nothing there."""
+
+
+def _spawn_columns() -> tuple[sa.Column[Any], ...]:
+    return (
+        sa.Column("spawn_app_uid", sa.Text, nullable=True),
+        sa.Column("spawn_partition_key", sa.Text, nullable=True),
+        sa.Column("spawn_sequence_id", sa.Integer, nullable=True),
+    )
+
+
+def spawn_index(name: str | None = None) -> sa.Index:
+    """The partial index on (spawn_app_uid, spawn_sequence_id) of the rows that have a
+    spawning parent (named by the naming convention unless ``name`` is given)."""
+    where = sa.text(SPAWN_INDEX_WHERE)
+    return sa.Index(
+        name,
+        "spawn_app_uid",
+        "spawn_sequence_id",
+        sqlite_where=where,
+        postgresql_where=where,
     )
 
 

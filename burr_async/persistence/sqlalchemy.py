@@ -39,10 +39,12 @@ from burr_async.persistence.engine import SQLiteSynchronous, create_engine
 from burr_async.persistence.models import (
     DEFAULT_TABLE_NAME,
     HEAD_REVISION,
+    SPAWN_REVISION,
     build_table,
     runs_on,
     schema_status,
     stores_deltas,
+    stores_spawning_parents,
     version_table_name,
 )
 from burr_async.serde import OrjsonSerde, Serde
@@ -85,6 +87,12 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
     state, for those who query states in SQL. Delta rows are written only once the table is at
     revision 0003 (``docs/deployment.md``), and only with an
     :class:`~burr_async.serde.OrjsonSerde` (another serde's states are stored whole).
+
+    A sub-application's steps carry its spawning parent (``save(..., spawning_parent=...)``),
+    returned by every read, and :meth:`list_children` finds the apps a step spawned. On a table
+    at a revision before 0004_0003 the persister runs without those columns: steps without a
+    spawning parent are stored as before, and one with a spawning parent raises
+    :class:`~burr_async.errors.SchemaOutOfDateError` naming ``db upgrade``.
 
     On first use the persister checks that the table is migrated to this package's revision and
     raises :class:`~burr_async.errors.SchemaOutOfDateError` naming the command to run if not.
@@ -129,6 +137,10 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             else None
         )
         self._deltas = False  # set by the schema check: whether the table takes delta rows
+        # set by the schema check: whether the table has the spawn_* columns (the revision it
+        # was found at); without them self._table and the dialect are those of revision 0003
+        self._spawning = True
+        self._found: str | None = None
         # every statement of the persister is a single one: no BEGIN/COMMIT round trips
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._writer = GroupWriter(self._autocommit, self._dialect)
@@ -259,7 +271,35 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             if not runs_on(schema_status(found)):
                 raise self._out_of_date(found)
             self._deltas = self._encoder is not None and stores_deltas(found)
+            spawning = stores_spawning_parents(found)
+            if spawning != self._spawning:
+                self._use_table(spawning)
+            self._found = found
             self._schema_checked = True
+
+    def _use_table(self, spawning: bool) -> None:
+        """Address the table as its revision has it: with the ``spawn_*`` columns or without
+        (before revision 0004_0003). The rows the write path builds always hold every column's
+        value; a dialect for the table without the spawn columns leaves those out, so a row
+        built before a re-check (``initialize``) is still written right."""
+        self._spawning = spawning
+        self._table = build_table(self._table_name, self._schema, spawning=spawning)
+        self._dialect = dialect_for(self._engine, self._table)
+        self._writer.dialect = self._dialect
+
+    def _refuse_spawning_parent(self) -> SchemaOutOfDateError:
+        """SchemaOutOfDateError for a step with a spawning parent on a table without the
+        columns that store it, naming the command that adds them."""
+        return SchemaOutOfDateError(
+            self._qualified_name(),
+            self._found,
+            SPAWN_REVISION,
+            self._upgrade_command(),
+            purpose=(
+                "to store a sub-application's spawning parent (steps without one are stored at "
+                "this revision as before)"
+            ),
+        )
 
     def _out_of_date(self, found: str | None) -> SchemaOutOfDateError:
         if found is not None and schema_status(found) == "ahead":
@@ -296,13 +336,25 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         *,
         error: str | None = None,
         parent: ParentPointer | None = None,
+        spawning_parent: ParentPointer | None = None,
     ) -> None:
         """Insert the step's row and return once it is committed; when it raises, the row is
         not stored, except for :class:`~burr_async.errors.CommitUnknownError` (saving the same
         step again settles that). A row already at this (partition_key, app_id, sequence_id)
-        is never overwritten: :class:`~burr_async.errors.ConcurrentStepError`."""
+        is never overwritten: :class:`~burr_async.errors.ConcurrentStepError`. A
+        ``spawning_parent`` on a table before revision 0004_0003:
+        :class:`~burr_async.errors.SchemaOutOfDateError`, nothing stored."""
         await self._save(
-            partition_key, app_id, sequence_id, position, state, status, error, parent, None
+            partition_key,
+            app_id,
+            sequence_id,
+            position,
+            state,
+            status,
+            error,
+            parent,
+            None,
+            spawning_parent,
         )
 
     async def _save(
@@ -316,6 +368,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         error: str | None,
         parent: ParentPointer | None,
         created_at: dt.datetime | None,
+        spawning_parent: ParentPointer | None = None,
     ) -> None:
         """:meth:`save`, stamped ``created_at`` (an aware datetime) instead of now: how
         ``burr-async import-burr`` keeps the time Burr stored a step at."""
@@ -331,6 +384,8 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         ):
             if not self._schema_checked:
                 await self._check_schema()
+            if spawning_parent is not None and not self._spawning:
+                raise self._refuse_spawning_parent()
             pk = partition_key or ""
             written = (
                 self._encoder.encode(pk, app_id, sequence_id, state)
@@ -353,6 +408,11 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
                 (parent.partition_key or "") if parent else None,
                 parent.sequence_id if parent else None,
                 written is not None and written.delta,
+                # every row holds the spawn columns' values; the dialect of a table without
+                # them leaves them out (they are None there: refused above otherwise)
+                spawning_parent.app_id if spawning_parent else None,
+                (spawning_parent.partition_key or "") if spawning_parent else None,
+                spawning_parent.sequence_id if spawning_parent else None,
             )
             await self._writer.write(values)
             if written is not None and self._encoder is not None:
@@ -362,8 +422,19 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
     def _to_data(
         self, partition_key: str | None, app_id: str, record: Sequence[Any], state: State
     ) -> PersistedStateData:
-        sequence_id, position, status, _text, error, created_at, *parent, _delta_row = record
-        parent_app, parent_pk, parent_seq = parent
+        (
+            sequence_id,
+            position,
+            status,
+            _text,
+            error,
+            created_at,
+            parent_app,
+            parent_pk,
+            parent_seq,
+            _delta_row,
+            *spawn,  # none before revision 0004_0003
+        ) = record
         return PersistedStateData(
             partition_key=partition_key or None,
             app_id=app_id,
@@ -376,6 +447,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             parent=None
             if parent_app is None
             else ParentPointer(parent_app, parent_pk or None, parent_seq),
+            spawning_parent=_pointer(*spawn) if spawn else None,
         )
 
     def _state(self, text_or_json: str | dict[str, Any], tagged: bool = True) -> State:
@@ -494,6 +566,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         keyset cursor). While steps are written, an app untouched meanwhile is listed exactly
         once over the pages; an app that took a step moved to the top (no duplicate)."""
         self._check_open("list_apps")
+        await self._ready()  # the query names the columns the table's revision has
         query = _retention.apps_page(
             self._table,
             partition_key,
@@ -502,18 +575,34 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             after=after,
             status=status,
         )
-        rows = await self._select(query, "Listing apps")
-        return [
-            AppSummary(
-                row.partition_key or None,
-                row.app_uid,
-                row.sequence_id,
-                row.position,
-                row.status,
-                as_utc(row.created_at),
-            )
-            for row in rows
-        ]
+        return _summaries(await self._select(query, "Listing apps"))
+
+    async def list_children(
+        self, partition_key: str | None, app_id: str, sequence_id: int | None = None
+    ) -> list[AppSummary]:
+        """The apps whose spawning parent is app ``app_id`` of ``partition_key`` (at step
+        ``sequence_id``, when given), each with its latest step, most recently updated first:
+        the sub-applications that app (that step) spawned, in whichever partition they live.
+        An index lookup; none on a table before revision 0004_0003 (it stores no spawning
+        parents)."""
+        self._check_open("list_children")
+        _check_ids(app_id, partition_key)
+        if sequence_id is not None and (
+            isinstance(sequence_id, bool) or not isinstance(sequence_id, int)
+        ):
+            raise ConfigurationError(f"sequence_id must be an int or None, not {sequence_id!r}.")
+        await self._ready()
+        if not self._spawning:
+            return []
+        t = self._table
+        spawned = [t.c.spawn_app_uid == app_id, t.c.spawn_partition_key == (partition_key or "")]
+        if sequence_id is not None:
+            spawned.append(t.c.spawn_sequence_id == sequence_id)
+        children = sa.select(t.c.partition_key, t.c.app_uid).where(*spawned).distinct()
+        query = _retention.apps_page(
+            t, None, all_partitions=True, limit=_ALL, after=None, status=None, among=children
+        )
+        return _summaries(await self._select(query, f"Listing the children of app {quote(app_id)}"))
 
     # -- bounded storage (run by _retention.Retention) ---------------------------------------
     async def delete_app(
@@ -582,6 +671,40 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
 
 
 _ALL = 2**31 - 1  # no limit: more steps than a sequence id can number
+
+
+def _pointer(
+    app_id: str | None, partition_key: str | None, sequence_id: int | None
+) -> ParentPointer | None:
+    """The spawning parent stored in a row's ``spawn_*`` columns (NULL: none; a partition key
+    of ``''``: none)."""
+    if app_id is None or sequence_id is None:
+        return None
+    return ParentPointer(app_id, partition_key or None, sequence_id)
+
+
+def _summaries(rows: Sequence[sa.Row[Any]]) -> list[AppSummary]:
+    """AppSummary of each row of :func:`_retention.apps_page` (the spawning parent from its
+    ``spawn_*`` columns, when the table has them)."""
+    summaries = []
+    for row in rows:
+        values = row._mapping
+        summaries.append(
+            AppSummary(
+                row.partition_key or None,
+                row.app_uid,
+                row.sequence_id,
+                row.position,
+                row.status,
+                as_utc(row.created_at),
+                _pointer(
+                    values.get("spawn_app_uid"),
+                    values.get("spawn_partition_key"),
+                    values.get("spawn_sequence_id"),
+                ),
+            )
+        )
+    return summaries
 
 
 def _page(after_sequence_id: int | None, limit: int | None) -> tuple[int, int]:

@@ -622,3 +622,87 @@ def test_python_dash_m_has_the_storage_commands() -> None:
     assert result.returncode == 0, result.stderr
     for command in ("apps", "history", "delete", "prune", "expire"):
         assert f"\n  {command} " in result.stdout
+
+
+# -- spawning parents -------------------------------------------------------------------------
+def seed_child(
+    table: StepTable, partition: str | None, app_id: str, parent: Any, count: int
+) -> None:
+    """``count`` steps of a sub-application whose spawning parent is ``parent``."""
+
+    async def save(persister: Any) -> None:
+        for seq in range(count):
+            await persister.save(
+                partition, app_id, seq, f"s{seq}", State({}), "completed", spawning_parent=parent
+            )
+
+    table._run(save)
+
+
+def test_history_and_apps_show_the_spawning_parent(table: StepTable) -> None:
+    from burr_async import ParentPointer
+
+    table.seed("p", "root", 2)
+    seed_child(table, "p", "child", ParentPointer("root", "p", 1), 2)
+    seed_child(table, None, "orphan-pk", ParentPointer("root", None, 0), 1)
+    steps = table_rows(ok(table.cli("history", "child", "-p", "p")))
+    assert [(r[0], r[-1]) for r in steps] == [
+        ("0", "root@1 (partition 'p')"),
+        ("1", "root@1 (partition 'p')"),
+    ]
+    plain = ok(table.cli("history", "root", "-p", "p"))
+    assert "spawned by" not in plain and len(table_rows(plain)[0]) == 5
+    listed = {r[0]: r[-1] for r in table_rows(ok(table.cli("apps", "-p", "p")))}
+    assert listed == {"child": "root@1 (partition 'p')", "root": ""}
+    assert "spawned by" not in ok(table.cli("apps", "-p", "nobody-here-is-spawned")).lower()
+    everywhere = {r[0]: r[-1] for r in table_rows(ok(table.cli("apps", "--all")))}
+    assert everywhere["orphan-pk"] == "root@0"
+
+
+def test_apps_spawned_by_lists_the_children_of_an_app_or_a_step(table: StepTable) -> None:
+    from burr_async import ParentPointer
+
+    table.seed("p", "root", 3)
+    seed_child(table, "p", "a", ParentPointer("root", "p", 1), 1)
+    seed_child(table, None, "b", ParentPointer("root", "p", 2), 2)
+    seed_child(table, "p", "c", ParentPointer("root", None, 2), 1)  # another parent app
+    seed_child(table, "p", "d", ParentPointer("root@2", "p", 0), 1)  # an id with "@2" in it
+
+    def children(*args: str) -> list[tuple[str, str, str]]:
+        return [(r[0], r[1], r[2]) for r in table_rows(ok(table.cli("apps", *args)))]
+
+    assert children("-p", "p", "--spawned-by", "root") == [("b", "", "1"), ("a", "p", "0")]
+    assert children("-p", "p", "--spawned-by", "root@2") == [("b", "", "1")]
+    assert children("--spawned-by", "root@2") == [("c", "p", "0")]
+    assert children("-p", "p", "--spawned-by", "root@2@") == [("d", "p", "0")]
+    assert children("-p", "p", "--spawned-by", "root@2@0") == [("d", "p", "0")]
+    limited = ok(table.cli("apps", "-p", "p", "--spawned-by", "root", "--limit", "1"))
+    assert len(table_rows(limited)) == 1
+    assert "1 more app spawned by app 'root' in partition 'p'" in limited
+    none = ok(table.cli("apps", "-p", "p", "--spawned-by", "root@0"))
+    assert none.startswith("no apps spawned by step 0 of app 'root' in partition 'p' of table")
+    assert table.name in none and len(none.splitlines()) == 1
+    refused = table.cli("apps", "--all", "--spawned-by", "root")
+    assert refused.exit_code == 2 and "--spawned-by goes without --all" in refused.output
+    empty = table.cli("apps", "--spawned-by", "@3")
+    assert empty.exit_code == 2 and "no app id" in empty.output
+
+
+def test_hostile_spawning_parents_are_escaped(table: StepTable) -> None:
+    from burr_async import ParentPointer
+
+    (part, part_shown), (parent, parent_shown) = hostile(unique("p")), hostile(unique("a"))
+    seed_child(table, "q", "child", ParentPointer(parent, part, 3), 1)
+    outputs = [
+        table.cli("history", "child", "-p", "q"),
+        table.cli("apps", "-p", "q"),
+        table.cli("apps", "-p", part, "--spawned-by", f"{parent}@3"),
+    ]
+    for result in outputs:
+        assert_no_raw_controls(result.output)
+        assert result.exit_code == 0, result.output
+    history, apps, children = outputs
+    shown = f"{parent_shown}@3 (partition '{part_shown}')"
+    assert table_rows(history.stdout)[0][-1] == shown
+    assert table_rows(apps.stdout)[0][-1] == shown
+    assert [r[0] for r in table_rows(children.stdout)] == ["child"]

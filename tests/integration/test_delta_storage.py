@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from burr_async import ApplicationBuilder, OrjsonSerde, SerializationError, State, action
 from burr_async.persistence import migrate
-from burr_async.persistence.models import schema_status
+from burr_async.persistence.models import HEAD_REVISION, schema_status
 from burr_async.persistence.sqlalchemy import SQLAlchemyPersister
 from tests.databases import Database
 from tests.hostile_values import hostile_json
@@ -482,7 +482,7 @@ async def test_a_0001_table_with_steps_upgrades_in_place(db: Database) -> None:
             with pytest.raises(Exception, match="db upgrade"):
                 await persister.load("u", app_id)
             await persister.initialize()
-            assert await migrate.current(engine, table_name=name, schema=db.schema) == "0003"
+            assert await migrate.current(engine, table_name=name, schema=db.schema) == HEAD_REVISION
             application = await app(persister, app_id)
             assert application.state["chat"] == ["m0", "m1", "m2"]
             assert application.state["when"] == dt.date(2026, 12, 2)
@@ -500,7 +500,7 @@ async def test_a_0001_table_with_steps_upgrades_in_place(db: Database) -> None:
             await persister.save("u", app_id, 6, "talk", expected[-1], "completed")
             assert (await rows(persister, app_id))[-1][1] is False
             await persister.initialize()
-            assert await migrate.current(engine, table_name=name, schema=db.schema) == "0003"
+            assert await migrate.current(engine, table_name=name, schema=db.schema) == HEAD_REVISION
     finally:
         await migrate.downgrade(engine, "base", table_name=name, schema=db.schema)
         await engine.dispose()

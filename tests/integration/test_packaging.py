@@ -38,6 +38,7 @@ def test_wheel_contains_the_package_migrations_and_marker(wheel: Path) -> None:
         "0001_create_state_table.py",
         "0002_0001_add_delta_column.py",
         "0003_delta_rows.py",
+        "0004_0003_spawning_parent.py",
     ):
         assert f"burr_async/_migrations/versions/{script}" in names
 

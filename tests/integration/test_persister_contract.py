@@ -110,3 +110,113 @@ async def test_a_closed_persister_refuses_every_call(any_persister: Any) -> None
     for call in calls:
         with pytest.raises(PersistenceError, match="closed"):
             await call
+
+
+async def test_spawning_parents_round_trip_through_every_read(any_persister: Any) -> None:
+    """A sub-application's steps carry its spawning parent: load, history and list_apps
+    return it (a parent in no partition too), and an app without one has None."""
+    partition, child, orphan, other_child = new_id(), new_id(), new_id(), new_id()
+    spawner = ParentPointer("parent-app", partition, 7)
+    unpartitioned = ParentPointer("parent-app", None, 2)
+    for seq in range(3):
+        await any_persister.save(
+            partition,
+            child,
+            seq,
+            f"s{seq}",
+            State({"i": seq}),
+            "completed",
+            spawning_parent=spawner,
+        )
+    await any_persister.save(
+        None, other_child, 0, "x", State({}), "failed", error="E: x", spawning_parent=unpartitioned
+    )
+    await any_persister.save(partition, orphan, 0, "x", State({}), "completed")
+
+    loaded, first = (
+        await any_persister.load(partition, child),
+        await any_persister.load(partition, child, 0),
+    )
+    assert loaded is not None and first is not None
+    assert loaded.spawning_parent == first.spawning_parent == spawner
+    assert loaded.parent is None
+    assert [h.spawning_parent for h in await any_persister.history(partition, child)] == [
+        spawner
+    ] * 3
+    other = await any_persister.load(None, other_child)
+    assert other is not None and other.spawning_parent == unpartitioned
+    assert other.spawning_parent.partition_key is None
+    orphaned = await any_persister.load(partition, orphan)
+    assert orphaned is not None and orphaned.spawning_parent is None
+    listed = {a.app_id: a.spawning_parent for a in await any_persister.list_apps(partition)}
+    assert listed == {child: spawner, orphan: None}
+    everywhere = await any_persister.list_apps(all_partitions=True, limit=10_000)
+    (summary,) = [a for a in everywhere if a.app_id == other_child]
+    assert summary.spawning_parent == unpartitioned
+
+
+async def test_list_children_finds_the_apps_a_step_spawned(any_persister: Any) -> None:
+    """list_children: the apps whose spawning parent is that app (at that step), in any
+    partition, each with its latest step; not the apps of another parent or partition."""
+    parent_pk, parent, fork = new_id(), new_id(), new_id()
+    at_3, at_3_elsewhere, at_5 = new_id(), new_id(), new_id()
+    await any_persister.save(
+        parent_pk,
+        at_3,
+        0,
+        "a",
+        State({}),
+        "completed",
+        spawning_parent=ParentPointer(parent, parent_pk, 3),
+    )
+    await any_persister.save(
+        parent_pk,
+        at_3,
+        1,
+        "b",
+        State({}),
+        "completed",
+        spawning_parent=ParentPointer(parent, parent_pk, 3),
+    )
+    await any_persister.save(
+        None,
+        at_3_elsewhere,
+        0,
+        "a",
+        State({}),
+        "completed",
+        spawning_parent=ParentPointer(parent, parent_pk, 3),
+    )
+    await any_persister.save(
+        parent_pk,
+        at_5,
+        0,
+        "a",
+        State({}),
+        "completed",
+        spawning_parent=ParentPointer(parent, parent_pk, 5),
+    )
+    # the same parent app id in another partition, and a fork (a parent, not a spawner)
+    await any_persister.save(
+        parent_pk,
+        new_id(),
+        0,
+        "a",
+        State({}),
+        "completed",
+        spawning_parent=ParentPointer(parent, None, 3),
+    )
+    await any_persister.save(
+        parent_pk, fork, 3, "a", State({}), "completed", parent=ParentPointer(parent, parent_pk, 3)
+    )
+
+    children = await any_persister.list_children(parent_pk, parent)
+    assert [c.app_id for c in children] == [at_5, at_3_elsewhere, at_3]  # latest first
+    assert {c.app_id: c.sequence_id for c in children}[at_3] == 1
+    assert {c.app_id: c.partition_key for c in children}[at_3_elsewhere] is None
+    at_step = await any_persister.list_children(parent_pk, parent, 3)
+    assert {c.app_id for c in at_step} == {at_3, at_3_elsewhere}
+    assert all(c.spawning_parent == ParentPointer(parent, parent_pk, 3) for c in at_step)
+    assert await any_persister.list_children(parent_pk, parent, 4) == []
+    assert await any_persister.list_children(parent_pk, new_id()) == []
+    assert len(await any_persister.list_children(None, parent)) == 1

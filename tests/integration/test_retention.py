@@ -184,7 +184,7 @@ async def _age(persister: Any, pk: str, app_id: str, by: dt.timedelta) -> None:
     if isinstance(persister, InMemoryPersister):
         rows = persister._rows[(pk, app_id)]
         for seq, row in rows.items():
-            rows[seq] = (*row[:6], row[6] - by)
+            rows[seq] = (*row[:6], row[6] - by, *row[7:])
         return
     t = persister.table
     async with persister.engine.begin() as conn:

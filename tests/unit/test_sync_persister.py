@@ -200,7 +200,9 @@ async def test_a_failing_action_is_stored_as_failed_with_its_error() -> None:
     with pytest.raises(FlakyError):
         await app.astep()
     assert persister.rows[("", "fails")][0]["status"] == "failed"
-    assert persister.save_kwargs == [{"error": "FlakyError: no", "parent": None}]
+    assert persister.save_kwargs == [
+        {"error": "FlakyError: no", "parent": None, "spawning_parent": None}
+    ]
 
 
 async def test_error_and_parent_are_passed_only_when_save_accepts_them() -> None:
@@ -503,3 +505,62 @@ async def test_burrs_sqlite_persister_on_a_thread_bound_connection_says_why(
         assert any("check_same_thread=False" in note for note in info.value.__notes__)
     finally:
         persister.cleanup()
+
+
+async def test_spawning_parent_is_passed_only_when_save_accepts_it() -> None:
+    """The sync adapter hands ``spawning_parent`` to a save that takes it (by name or
+    ``**kwargs``), and leaves it out for one that predates it; a load may return it."""
+    from burr_async import ParentPointer
+
+    spawner = ParentPointer("parent", None, 4)
+
+    class Named(DictPersister):
+        def save(  # type: ignore[override]
+            self,
+            partition_key: str | None,
+            app_id: str,
+            sequence_id: int,
+            position: str,
+            state: Any,
+            status: str,
+            spawning_parent: ParentPointer | None = None,
+        ) -> None:
+            self.spawned = spawning_parent
+            super().save(partition_key, app_id, sequence_id, position, state, status)
+
+    class Older(DictPersister):
+        def save(  # type: ignore[override]
+            self,
+            partition_key: str | None,
+            app_id: str,
+            sequence_id: int,
+            position: str,
+            state: Any,
+            status: str,
+            error: str | None = None,
+        ) -> None:
+            super().save(partition_key, app_id, sequence_id, position, state, status, error=error)
+
+    named, older, anything = Named(), Older(), DictPersister()
+    for persister in (named, older, anything):
+        adapter = SyncPersisterAdapter(persister)
+        await adapter.save(
+            None, "child", 0, "tick", State({}), "completed", spawning_parent=spawner
+        )
+    assert named.spawned == spawner
+    assert older.save_kwargs == [{"error": None}]
+    assert anything.save_kwargs == [{"error": None, "parent": None, "spawning_parent": spawner}]
+
+    class Returns(DictPersister):
+        def load(self, *args: Any, **kwargs: Any) -> Any:
+            return {"sequence_id": 0, "position": "tick", "state": {}, "spawning_parent": spawner}
+
+    loaded = await SyncPersisterAdapter(Returns()).load(None, "child")
+    assert loaded is not None and loaded.spawning_parent == spawner
+
+    class Odd(DictPersister):
+        def load(self, *args: Any, **kwargs: Any) -> Any:
+            return {"sequence_id": 0, "position": "t", "state": {}, "spawning_parent": "parent@4"}
+
+    with pytest.raises(PersistenceError, match="spawning_parent is 'parent@4'"):
+        await SyncPersisterAdapter(Odd()).load(None, "child")
