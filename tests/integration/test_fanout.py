@@ -63,8 +63,9 @@ async def c(state):
     log(f"{state['i']} c")
     return state.update(c=state["b"] * 2)
 
+# c leads back to a: a child is finished because it halted after c, not because it is stuck
 CHILD = (GraphBuilder().with_actions(a, b, c)
-         .with_transitions(("a", "b"), ("b", "c")).build())
+         .with_transitions(("a", "b"), ("b", "c"), ("c", "a")).build())
 
 class FanOut(MapStates):
     reads = ["n"]

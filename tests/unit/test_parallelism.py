@@ -296,6 +296,27 @@ async def test_a_child_can_run_a_whole_sub_graph_until_its_halt() -> None:
     assert all(h.spawning_parent == ParentPointer("parent", "user", 0) for h in history)
 
 
+async def test_a_resumed_sub_graph_child_that_had_halted_does_not_run_on() -> None:
+    persister = InMemoryPersister()
+    gates[3] = asyncio.Event()  # the last child stops inside its first step
+    app = await build(SubGraphs(), persister, xs=[2, 3])
+    task = asyncio.create_task(app.arun(halt_after=["fan"]))
+    await calls.reach("plus_one", 1)
+    await calls.reach("square", 2)
+    await asyncio.sleep(0.01)  # the first child's plus_one step commits
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    first = await persister.load("user", child_app_id("parent", 0, 0))
+    assert first is not None and first.position == "plus_one"  # halted there; negate is next
+    calls.items.clear()
+    gates.clear()
+    resumed = await build(SubGraphs(), persister, xs=[2, 3], resume=True)
+    _, _, state = await resumed.arun(halt_after=["fan"])
+    assert state["ys"] == [5, 10]
+    assert calls.items == [("square", 3), ("plus_one", 9)]  # the halted child did not go on
+
+
 class Tracked(Squares):
     """Counts how many children run at once."""
 
