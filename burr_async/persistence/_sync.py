@@ -190,9 +190,10 @@ class SyncPersisterAdapter(AsyncBaseStateLoader, AsyncBaseStateSaver):
 
 def _converted(raw: object, partition_key: str | None, app_id: str) -> PersistedStateData | None:
     """What a sync ``load`` returned, as PersistedStateData: None, a PersistedStateData, or a
-    Burr-style dict (missing ``partition_key``/``app_id``: the ones asked for; ``status``:
-    ``completed``; ``created_at``: now; a naive ``created_at`` is read as UTC). TypeError or
-    ValueError saying what is wrong for any other shape."""
+        Burr-style dict (missing ``partition_key``/``app_id``: the ones asked for; ``status``:
+        ``completed``; ``created_at``: now; a naive ``created_at`` is read as UTC; ``error``,
+    ``parent`` and ``spawning_parent``, a str and ParentPointers, optional). TypeError or
+        ValueError saying what is wrong for any other shape."""
     if raw is None or isinstance(raw, PersistedStateData):
         return raw
     if not isinstance(raw, Mapping):

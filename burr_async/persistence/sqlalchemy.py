@@ -199,7 +199,9 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
 
     @property
     def table(self) -> sa.Table:
-        """The SQLAlchemy ``Table`` of the steps."""
+        """The SQLAlchemy ``Table`` of the steps: this package's revision's columns, or, once
+        the schema check found the table before revision 0004_0003, its columns (no
+        ``spawn_*``)."""
         return self._table
 
     @property
