@@ -157,13 +157,22 @@ class Dialect(ABC):
         """SQL that holds when a row (its columns given as SQL expressions) extends its app's
         history: the first step, the first step of a fork (copied at its source's sequence id),
         or the step right after one that is stored. An app deleted while an application still
-        held it therefore takes no more steps from that application."""
+        held it therefore takes no more steps from that application.
+
+        The stored predecessor is found as the app's latest step below ``seq``, which must be
+        ``seq - 1``: only the primary key (partition_key, app_uid, sequence_id) yields that
+        order, so a plan through any other index needs a sort and costs more, whatever the
+        statistics. A plain ``EXISTS`` on the three key columns costs the same through the
+        (partition_key, created_at) index when the table has no statistics yet, and Postgres
+        may pick it for the generic plan of the prepared INSERT, which it then keeps: every
+        insert scans all of the partition's rows. This way, each one is one index probe."""
         q = self.quote
-        return (
-            f"({seq} = 0 OR {seq} = {parent_seq} OR EXISTS (SELECT 1 FROM {self.table_sql} "
-            f"AS prev WHERE prev.{q('partition_key')} = {pk} AND prev.{q('app_uid')} = {app} "
-            f"AND prev.{q('sequence_id')} = {seq} - 1))"
+        latest_below = (
+            f"SELECT prev.{q('sequence_id')} FROM {self.table_sql} AS prev "
+            f"WHERE prev.{q('partition_key')} = {pk} AND prev.{q('app_uid')} = {app} "
+            f"AND prev.{q('sequence_id')} < {seq} ORDER BY prev.{q('sequence_id')} DESC LIMIT 1"
         )
+        return f"({seq} = 0 OR {seq} = {parent_seq} OR ({latest_below}) = {seq} - 1)"
 
     # -- statements ---------------------------------------------------------------------------
     @abstractmethod
