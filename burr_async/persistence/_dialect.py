@@ -161,11 +161,13 @@ class Dialect(ABC):
 
         The stored predecessor is found as the app's latest step below ``seq``, which must be
         ``seq - 1``: only the primary key (partition_key, app_uid, sequence_id) yields that
-        order, so a plan through any other index needs a sort and costs more, whatever the
-        statistics. A plain ``EXISTS`` on the three key columns costs the same through the
-        (partition_key, created_at) index when the table has no statistics yet, and Postgres
-        may pick it for the generic plan of the prepared INSERT, which it then keeps: every
-        insert scans all of the partition's rows. This way, each one is one index probe."""
+        order, so any other plan needs a sort on top of reading at least as many rows, and the
+        primary key's one-row probe is the cheapest whatever the statistics. A plain ``EXISTS``
+        on the three key columns costs the planner the same through the (partition_key,
+        created_at) index while the table has no statistics (it expects one row per partition):
+        Postgres chose that index for the generic plan of the prepared INSERT, made at its sixth
+        execution and then kept (and a hashed scan of the whole table for a batch), so that
+        every insert read all of the partition's rows."""
         q = self.quote
         latest_below = (
             f"SELECT prev.{q('sequence_id')} FROM {self.table_sql} AS prev "
