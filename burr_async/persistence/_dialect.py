@@ -166,13 +166,24 @@ class Dialect(ABC):
         """SQL that holds when a row (its columns given as SQL expressions) extends its app's
         history: the first step, the first step of a fork (copied at its source's sequence id),
         or the step right after one that is stored. An app deleted while an application still
-        held it therefore takes no more steps from that application."""
+        held it therefore takes no more steps from that application.
+
+        The stored predecessor is found as the app's latest step below ``seq``, which must be
+        ``seq - 1``: only the primary key (partition_key, app_uid, sequence_id) yields that
+        order, so any other plan needs a sort on top of reading at least as many rows, and the
+        primary key's one-row probe is the cheapest whatever the statistics. A plain ``EXISTS``
+        on the three key columns costs the planner the same through the (partition_key,
+        created_at) index while the table has no statistics (it expects one row per partition):
+        Postgres chose that index for the generic plan of the prepared INSERT, made at its sixth
+        execution and then kept (and a hashed scan of the whole table for a batch), so that
+        every insert read all of the partition's rows."""
         q = self.quote
-        return (
-            f"({seq} = 0 OR {seq} = {parent_seq} OR EXISTS (SELECT 1 FROM {self.table_sql} "
-            f"AS prev WHERE prev.{q('partition_key')} = {pk} AND prev.{q('app_uid')} = {app} "
-            f"AND prev.{q('sequence_id')} = {seq} - 1))"
+        latest_below = (
+            f"SELECT prev.{q('sequence_id')} FROM {self.table_sql} AS prev "
+            f"WHERE prev.{q('partition_key')} = {pk} AND prev.{q('app_uid')} = {app} "
+            f"AND prev.{q('sequence_id')} < {seq} ORDER BY prev.{q('sequence_id')} DESC LIMIT 1"
         )
+        return f"({seq} = 0 OR {seq} = {parent_seq} OR ({latest_below}) = {seq} - 1)"
 
     # -- statements ---------------------------------------------------------------------------
     @abstractmethod
