@@ -71,6 +71,8 @@ _REMEMBERED = 1024
 whose stream was not read yet, a stream step whose stream was dropped); past it the oldest go."""
 
 _UNFINISHED = "the step did not finish: it was cancelled, or its stream was not read to the end"
+"""The error description of a step span ended without its ``post_run_step``, when no exception
+says why."""
 
 
 @dataclass(slots=True, eq=False)
@@ -196,8 +198,8 @@ class OpenTelemetryHook(
         calls.remove(call)
         if not calls:
             del self._calls[key]
-        for step in call.steps:
-            self._unfinished(step)
+        for step in call.steps:  # no post_run_step: its save or a hook failed, or cancelled
+            self._unfinished(step, exception)
         if exception is not None:
             _failed(call.span, exception)
         call.span.end()
@@ -319,8 +321,13 @@ class OpenTelemetryHook(
         for step in steps:
             self._unfinished(step)
 
-    def _unfinished(self, step: _StepSpan) -> None:
-        step.span.set_status(Status(StatusCode.ERROR, _UNFINISHED))
+    def _unfinished(self, step: _StepSpan, exception: Exception | None = None) -> None:
+        """End the span of a step that ended without its ``post_run_step``, with the error
+        that ended its call when there is one."""
+        if exception is not None:
+            _failed(step.span, exception)
+        else:
+            step.span.set_status(Status(StatusCode.ERROR, _UNFINISHED))
         self._close(step)
 
     @staticmethod
