@@ -23,8 +23,8 @@ generator is closed elsewhere). The hook keeps the open spans of each applicatio
 (``app_id``, ``partition_key``) itself and names the parent of each new span explicitly. Only a
 non-streaming step's span is made current, from its ``pre_run_step`` to its ``post_run_step``,
 which run in one task with no yield to the caller in between: spans the action's code starts
-(an HTTP client's, say) are children of the step. The save runs in a task of its own (see
-:func:`burr_async._shield.run_to_completion`), where the save span is current while the
+(an HTTP client's, say) are children of the step. The save runs in a task of its own (the
+application shields it from cancellation that way), where the save span is current while the
 persister works (a database instrumentation's spans nest under it).
 """
 
@@ -150,9 +150,9 @@ class OpenTelemetryHook(
     - one per step, named after the action, a child of its call's span: the ids,
       ``burr_async.sequence_id``, ``burr_async.action``, and ``burr_async.status``
       (``completed`` or ``failed``). A failed step records the action's exception and has the
-      error status; a step that did not finish (cancelled, or a stream dropped half read) has
-      the error status and no ``burr_async.status``. A streaming step's span covers the whole
-      stream;
+      error status; a step that did not finish (cancelled, a stream dropped half read, its
+      save failed) has the error status, with the exception that ended its call when one did,
+      and no ``burr_async.status``. A streaming step's span covers the whole stream;
     - one per save, ``burr_async.save``, a child of the step's span (or, for ``update_state``
       and ``reset_to_entrypoint``, of the span current where they are called), covering the
       wait for the commit: the ids, ``burr_async.sequence_id``, ``burr_async.action`` (the
