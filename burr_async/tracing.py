@@ -94,11 +94,8 @@ class _CallSpan:
     steps: list[_StepSpan] = field(default_factory=list)
 
 
-def _task() -> asyncio.Task[Any] | None:
-    try:
-        return asyncio.current_task()
-    except RuntimeError:  # no running loop (a sync caller)
-        return None
+_task = asyncio.current_task
+"""The task a hook phase runs in (hooks always run on the application's event loop)."""
 
 
 def _ids(app_id: str, partition_key: str | None) -> dict[str, Any]:
@@ -194,7 +191,7 @@ class OpenTelemetryHook(
         calls = self._calls.get(key)
         if not calls:
             return
-        call = _innermost(calls)
+        call = _innermost(calls, _task())
         calls.remove(call)
         if not calls:
             del self._calls[key]
@@ -215,7 +212,8 @@ class OpenTelemetryHook(
         key = (app_id, partition_key)
         self._drop_loose(key)  # a new step: any stream before it has ended
         calls = self._calls.get(key)
-        call = _innermost(calls) if calls else None
+        task = _task()
+        call = _innermost(calls, task) if calls else None
         parent = (
             trace.set_span_in_context(call.span)
             if call is not None
@@ -228,7 +226,7 @@ class OpenTelemetryHook(
         # Safe to attach: a non-streaming step runs to its post_run_step without yielding to
         # the caller (a streaming one yields each partial result to it).
         token = None if action.streaming else otel_context.attach(trace.set_span_in_context(span))
-        step = _StepSpan(span, sequence_id, _task(), token)
+        step = _StepSpan(span, sequence_id, task, token)
         if call is not None:
             call.steps.append(step)
         else:
@@ -289,13 +287,20 @@ class OpenTelemetryHook(
     def _find_step(self, key: _Key, sequence_id: int) -> _StepSpan | None:
         """The open span of the application's step ``sequence_id`` (the one opened in this
         task first, should two applications of one id run at once), or None."""
-        candidates = [s for c in self._calls.get(key, ()) for s in c.steps]
-        candidates += self._loose.get(key, ())
-        matching = [s for s in candidates if s.sequence_id == sequence_id]
-        if not matching:
-            return None
         task = _task()
-        return next((s for s in reversed(matching) if s.task is task), matching[-1])
+        found: _StepSpan | None = None
+        for call in reversed(self._calls.get(key, ())):
+            for step in reversed(call.steps):
+                if step.sequence_id == sequence_id:
+                    if step.task is task:
+                        return step
+                    found = found or step
+        for step in reversed(self._loose.get(key, ())):
+            if step.sequence_id == sequence_id:
+                if step.task is task:
+                    return step
+                found = found or step
+        return found
 
     def _take_step(self, key: _Key, sequence_id: int) -> _StepSpan | None:
         step = self._find_step(key, sequence_id)
@@ -340,9 +345,10 @@ class OpenTelemetryHook(
         step.span.end()
 
 
-def _innermost(calls: list[_CallSpan]) -> _CallSpan:
-    """The innermost open call made in this task, else the innermost one."""
-    task = _task()
+def _innermost(calls: list[_CallSpan], task: asyncio.Task[Any] | None) -> _CallSpan:
+    """The innermost open call made in ``task``, else the innermost one."""
+    if calls[-1].task is task:
+        return calls[-1]
     return next((c for c in reversed(calls) if c.task is task), calls[-1])
 
 
