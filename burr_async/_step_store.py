@@ -15,6 +15,7 @@ from burr_async.errors import (
     ConcurrentStepError,
     PersistenceError,
 )
+from burr_async.hooks import _HookSet
 from burr_async.persistence.base import AsyncBaseStateSaver, ParentPointer, Status
 from burr_async.state import State
 
@@ -47,6 +48,7 @@ class StepStore:
     _uid: str
     _partition_key: str | None
     _persister: AsyncBaseStateSaver | None
+    _hooks: _HookSet
     _parent: ParentPointer | None
     _spawning_parent: ParentPointer | None
     _first_attempt: int | None
@@ -92,7 +94,7 @@ class StepStore:
     async def _save(self, step: StoredStep) -> None:
         assert self._persister is not None
         try:
-            await self._persister.save(
+            saving = self._persister.save(
                 self._partition_key,
                 self._uid,
                 step.sequence_id,
@@ -107,6 +109,9 @@ class StepStore:
                     else {}
                 ),
             )
+            if self._hooks.around_save is not None:  # a hook observes the save (tracing)
+                saving = self._hooks.around_save(saving, self, step)
+            await saving
         except PersistenceError as exc:
             exc.add_ids(
                 app_id=self._uid,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any
 
 from burr_async.actions import Action
@@ -22,6 +22,7 @@ from burr_async.persistence.base import ParentPointer
 from burr_async.state import State
 
 if TYPE_CHECKING:
+    from burr_async._step_store import StepStore, StoredStep
     from burr_async.graph import ApplicationGraph
 
 __all__ = [
@@ -173,6 +174,16 @@ class PostApplicationCreateHook(ABC):
         sub-application (``with_spawning_parent``, a fan-out's child), else None."""
 
 
+_SaveWrapper = Callable[
+    [Coroutine[Any, Any, None], "StepStore", "StoredStep"], Coroutine[Any, Any, None]
+]
+"""The private ``_around_save`` phase: ``hook._around_save(saving, store, step)`` is given the
+persister's ``save`` coroutine of one step (not awaited yet), the application storing it and
+the step, and returns the coroutine the application awaits instead; it must await ``saving``
+exactly once and let its outcome (return or exception) through unchanged. A hook has it only to
+observe the save (:class:`burr_async.tracing.OpenTelemetryHook` times it); it is not public API,
+and an application with no such hook pays nothing for it."""
+
 _PHASES = (
     "pre_run_step",
     "post_run_step",
@@ -185,7 +196,7 @@ _PHASES = (
 class _HookSet:
     """The hooks of one application, grouped by phase once, at build time."""
 
-    __slots__ = ("by_phase", "named")
+    __slots__ = ("around_save", "by_phase", "named")
 
     def __init__(self, hooks: Iterable[object]) -> None:
         hooks = list(hooks)
@@ -205,6 +216,15 @@ class _HookSet:
                 names = _named_keywords(getattr(hook, phase))
                 if names is not None:
                     self.named[id(hook), phase] = names
+        wrappers: list[_SaveWrapper] = [
+            h._around_save  # type: ignore[attr-defined]
+            for h in hooks
+            if callable(getattr(h, "_around_save", None))
+        ]
+        # What StepStore._save calls with each save, or None (the common case: one None test).
+        self.around_save: _SaveWrapper | None = (
+            None if not wrappers else wrappers[0] if len(wrappers) == 1 else _chain(wrappers)
+        )
 
     def has(self, phase: str) -> bool:
         return bool(self.by_phase[phase])
@@ -220,6 +240,19 @@ class _HookSet:
                     await outcome
             except Exception as exc:
                 raise HookError(hook, phase, action_name, kwargs["app_id"]) from exc
+
+
+def _chain(wrappers: list[_SaveWrapper]) -> _SaveWrapper:
+    """One save wrapper applying ``wrappers`` in order (the first hook's innermost)."""
+
+    def chained(
+        saving: Coroutine[Any, Any, None], store: StepStore, step: StoredStep
+    ) -> Coroutine[Any, Any, None]:
+        for wrap in wrappers:
+            saving = wrap(saving, store, step)
+        return saving
+
+    return chained
 
 
 def _named_keywords(method: Any) -> frozenset[str] | None:

@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from burr_async._shield import run_to_completion
 from burr_async.errors import AppDeletedError, CommitUnknownError, ConcurrentStepError
 from burr_async.persistence._dialect import KEY, Dialect, Key, RowValues
+from burr_async.persistence._observed import COMMIT_BATCH
 
 __all__: list[str] = []
 
@@ -62,13 +63,14 @@ class _NotInserted(Exception):
 class _Pending:
     """One row waiting to be written, and how its write ended."""
 
-    __slots__ = ("_wake", "error", "finished", "values")
+    __slots__ = ("_wake", "batch", "error", "finished", "values")
 
     def __init__(self, values: RowValues) -> None:
         self.values = values
         self._wake: anyio.Event | None = None
         self.finished = False
         self.error: BaseException | None = None
+        self.batch = 1  # rows in the statement that wrote it
 
     async def wait(self) -> None:
         """Sleep until the row is written or its turn to lead a batch comes."""
@@ -79,8 +81,9 @@ class _Pending:
         if self._wake is not None:
             self._wake.set()
 
-    def finish(self, error: BaseException | None = None) -> None:
+    def finish(self, error: BaseException | None = None, batch: int = 1) -> None:
         self.error = error
+        self.batch = batch
         self.finished = True
         self.wake()
 
@@ -268,6 +271,9 @@ class GroupWriter:
                     self._set_idle()
         if pending.error is not None:
             raise pending.error
+        note = COMMIT_BATCH.get()
+        if note is not None:  # a tracing hook's save span wants the commit's size
+            note.append(pending.batch)
 
     async def _flush(self, batch: list[_Pending]) -> None:
         unique: dict[Key, _Pending] = {}
@@ -302,7 +308,7 @@ class GroupWriter:
             return
         for pending in rows:
             key = pending.values[KEY]
-            pending.finish(None if key in inserted else _NotInserted())
+            pending.finish(None if key in inserted else _NotInserted(), len(rows))
 
     async def _write_alone(self, pending: _Pending) -> None:
         try:
