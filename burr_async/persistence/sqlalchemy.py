@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 import anyio
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,11 +19,10 @@ from burr_async.errors import (
     PersistenceError,
     SchemaAheadError,
     SchemaOutOfDateError,
-    SerializationError,
     quote,
 )
-from burr_async.persistence import _delta, _retention
-from burr_async.persistence._dialect import as_utc, dialect_for
+from burr_async.persistence import _delta, _retention, _rows
+from burr_async.persistence._dialect import dialect_for
 from burr_async.persistence._errors import ErrorContext, translated
 from burr_async.persistence._writer import GroupWriter
 from burr_async.persistence.base import (
@@ -395,8 +393,8 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
                 else None
             )
             encoded = self._serde.dumps(state) if written is None else written.text
-            if _ESCAPED_NUL in encoded:
-                _refuse_nul(encoded)
+            if _rows.ESCAPED_NUL in encoded:
+                _rows.refuse_nul(encoded)
             values = (
                 pk,
                 app_id,
@@ -449,7 +447,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             parent=None
             if parent_app is None
             else ParentPointer(parent_app, parent_pk or None, parent_seq),
-            spawning_parent=_pointer(*spawn) if spawn else None,
+            spawning_parent=_rows.pointer(*spawn) if spawn else None,
         )
 
     def _state(self, text_or_json: str | dict[str, Any], tagged: bool = True) -> State:
@@ -504,7 +502,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
         ``after_sequence_id`` (pass the last one's ``sequence_id`` for the next page)."""
         self._check_open("history")
         _check_ids(app_id, partition_key)
-        after, most = _page(after_sequence_id, limit)
+        after, most = _rows.page(after_sequence_id, limit)
         with translated(
             self._errors,
             f"Reading the history of app {quote(app_id)}",
@@ -577,7 +575,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             after=after,
             status=status,
         )
-        return _summaries(await self._select(query, "Listing apps"))
+        return _rows.summaries(await self._select(query, "Listing apps"))
 
     async def list_children(
         self, partition_key: str | None, app_id: str, sequence_id: int | None = None
@@ -602,9 +600,11 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             spawned.append(t.c.spawn_sequence_id == sequence_id)
         children = sa.select(t.c.partition_key, t.c.app_uid).where(*spawned).distinct()
         query = _retention.apps_page(
-            t, None, all_partitions=True, limit=_ALL, after=None, status=None, among=children
+            t, None, all_partitions=True, limit=_rows.ALL, after=None, status=None, among=children
         )
-        return _summaries(await self._select(query, f"Listing the children of app {quote(app_id)}"))
+        return _rows.summaries(
+            await self._select(query, f"Listing the children of app {quote(app_id)}")
+        )
 
     # -- bounded storage (run by _retention.Retention) ---------------------------------------
     async def delete_app(
@@ -670,81 +670,3 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             if self._owns_engine:
                 self._owns_engine = False
                 await self._engine.dispose()
-
-
-_ALL = 2**31 - 1  # no limit: more steps than a sequence id can number
-
-
-def _pointer(
-    app_id: str | None, partition_key: str | None, sequence_id: int | None
-) -> ParentPointer | None:
-    """The spawning parent stored in a row's ``spawn_*`` columns (NULL: none; a partition key
-    of ``''``: none)."""
-    if app_id is None or sequence_id is None:
-        return None
-    return ParentPointer(app_id, partition_key or None, sequence_id)
-
-
-def _summaries(rows: Sequence[sa.Row[Any]]) -> list[AppSummary]:
-    """AppSummary of each row of :func:`_retention.apps_page` (the spawning parent from its
-    ``spawn_*`` columns, when the table has them)."""
-    summaries = []
-    for row in rows:
-        values = row._mapping
-        summaries.append(
-            AppSummary(
-                row.partition_key or None,
-                row.app_uid,
-                row.sequence_id,
-                row.position,
-                row.status,
-                as_utc(row.created_at),
-                _pointer(
-                    values.get("spawn_app_uid"),
-                    values.get("spawn_partition_key"),
-                    values.get("spawn_sequence_id"),
-                ),
-            )
-        )
-    return summaries
-
-
-def _page(after_sequence_id: int | None, limit: int | None) -> tuple[int, int]:
-    """``(after, limit)`` for a history query; ConfigurationError for a bad page."""
-    if after_sequence_id is not None and (
-        isinstance(after_sequence_id, bool) or not isinstance(after_sequence_id, int)
-    ):
-        raise ConfigurationError(f"after_sequence_id must be an int, not {after_sequence_id!r}.")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ConfigurationError(f"limit must be a whole number of steps, not {limit!r}.")
-    return (-1 if after_sequence_id is None else after_sequence_id), (
-        _ALL if limit is None else min(limit, _ALL)
-    )
-
-
-_ESCAPED_NUL = b"\\u0000"  # how JSON writes a NUL character inside a string
-
-
-def _refuse_nul(encoded: bytes) -> None:
-    """SerializationError naming the state key whose value holds a string (or dict key) with a
-    NUL character: Postgres cannot store one in JSONB, so neither backend does. ``encoded``
-    merely contains the escape, which may be a backslash followed by ``u0000`` in the text."""
-
-    def has_nul(value: object) -> bool:
-        if isinstance(value, str):
-            return "\x00" in value
-        if isinstance(value, dict):
-            return any(has_nul(k) or has_nul(v) for k, v in value.items())
-        if isinstance(value, list):
-            return any(has_nul(v) for v in value)
-        return False
-
-    values = _delta.sections(encoded)
-    for key, value in (orjson.loads(encoded) if values is None else values).items():
-        if has_nul(key) or has_nul(value):
-            raise SerializationError(
-                f"State key {quote(key)} holds a string with a NUL character, which the "
-                "database cannot store (Postgres refuses it in JSON, and SQLite is held to the "
-                "same rule). Remove or replace the NUL characters. Nothing was written.",
-                key=key,
-            )
