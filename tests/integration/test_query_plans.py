@@ -26,12 +26,17 @@ from tests.databases import Database
 pytestmark = pytest.mark.anyio
 
 # a step's parameters, as SQL literals, for EXECUTE: step 6 of the app written below
-_ONE_ARGS = "'plans', 'app', 6, 'count', 'completed', '{}', NULL, now(), NULL, NULL, NULL, false"
+# a row's values in COLUMNS order: ..., parent_*, delta, spawn_*
+_ONE_ARGS = (
+    "'plans', 'app', 6, 'count', 'completed', '{}', NULL, now(), NULL, NULL, NULL, false, "
+    "NULL, NULL, NULL"
+)
 _MANY_ARGS = (
     "ARRAY['plans', 'plans'], ARRAY['app', 'app'], ARRAY[6, 7], ARRAY['count', 'count'], "
     "ARRAY['completed', 'completed'], ARRAY['{}', '{}'], ARRAY[NULL, NULL]::text[], "
     "ARRAY[now(), now()], ARRAY[NULL, NULL]::text[], ARRAY[NULL, NULL]::text[], "
-    "ARRAY[NULL, NULL]::integer[], ARRAY[false, false]"
+    "ARRAY[NULL, NULL]::integer[], ARRAY[false, false], ARRAY[NULL, NULL]::text[], "
+    "ARRAY[NULL, NULL]::text[], ARRAY[NULL, NULL]::integer[]"
 )
 
 
@@ -139,7 +144,7 @@ async def test_a_step_after_a_gap_is_still_refused(table: SQLAlchemyPersister) -
         def row(seq: int) -> tuple[Any, ...]:
             return (
                 "plans", "app", seq, "count", "completed", '{"n": 0}', None,
-                dt.datetime.now(dt.UTC), None, None, None, False,
+                dt.datetime.now(dt.UTC), None, None, None, False, None, None, None,
             )  # fmt: skip
 
         assert await dialect.insert_one(driver, row(7)) is False
