@@ -45,4 +45,7 @@ def serve(
         ws="none",
         server_header=False,
     )
-    uvicorn.Server(config).run()
+    try:
+        uvicorn.Server(config).run()
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it shut down on: a normal stop
+        pass
