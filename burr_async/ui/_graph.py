@@ -46,7 +46,9 @@ the page says so."""
 MAX_EDGES = 1000
 """The most edges a picture shows."""
 
-_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _-.,:/()")
+_PLAIN = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _-.,:/()'!?=+*@$%^~"
+)
 _HIGHLIGHT = "fill:#fde68a,stroke:#b45309,stroke-width:3px,color:#1f2937"
 
 
@@ -57,7 +59,7 @@ def _ascii_id(name: str) -> str:
 
 def label(text: str) -> str:
     """``text`` as the inside of a double-quoted Mermaid label: letters, digits, spaces and
-    ``_-.,:/()`` as they are, every other character (quotes, ``<>&#;``, ``[]{}|``, newlines,
+    ``_-.,:/()'!?=+*@$%^~`` as they are, every other character (quotes, ``<>&#;``, ``[]{}|``, newlines,
     controls, non-ASCII) as the entity code ``#<code point>;`` that Mermaid decodes back into
     that character when it draws the label as text."""
     return "".join(ch if ch in _PLAIN else f"#{ord(ch)};" for ch in text)

@@ -14,6 +14,7 @@ import datetime as dt
 import html
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -248,7 +249,7 @@ async def test_hostile_ids_and_state_are_escaped(persister: SQLAlchemyPersister)
     assert "\\u202eevil\\u200f" in pages[3]  # bidi controls shown as escapes
     assert "&amp;lt;already-escaped&amp;gt;" in pages[3]
     assert "os:system" in pages[3]  # a pydantic-shaped dict is data: nothing is imported
-    assert "#60;svg onload#61;alert(1)#62;" in pages[4]  # the Mermaid label, entity-encoded
+    assert "#60;svg onload=alert(1)#62;" in pages[4]  # the Mermaid label, entity-encoded
 
 
 async def test_fork_parent_links(persister: SQLAlchemyPersister) -> None:
@@ -340,7 +341,7 @@ async def test_given_graph_and_observed_fallback(persister: SQLAlchemyPersister)
     async with serve(app) as base, httpx.AsyncClient(base_url=base) as client:
         page = await get(client, "/app", id="chat", partition=pk)
         assert "The application's graph" in page and "observed graph" not in page
-        assert "-- &#34;#39;exit#39; in question&#34; --&gt;" in page  # the condition, escaped
+        assert "-- &#34;&#39;exit&#39; in question&#34; --&gt;" in page  # the condition, escaped
         assert re.search(r"style n0_human_converse fill:", page)  # the latest position
         step = await get(client, "/step", id="chat", partition=pk, seq=1)
         assert re.search(r"style n1_ai_converse fill:", step)
@@ -492,3 +493,108 @@ async def test_mounted_in_fastapi_links_keep_the_prefix(persister: SQLAlchemyPer
         assert (await client.get("/burr/static/mermaid.min.js")).status_code == 200
         app_page = await get(client, "/burr/app", id="mounted", partition=pk)
         assert 'src="/burr/static/mermaid.min.js"' in app_page
+
+
+# -- the browser ------------------------------------------------------------------------------
+def chrome() -> Any:
+    """Headless Chromium under selenium (Debian's chromium and chromedriver). Skipped when
+    they are missing, except under CI, where the browser test must run."""
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if binary is None or driver is None:
+        message = "chromium and chromedriver are needed (apt-get install chromium chromium-driver)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}; under CI the browser test must run")
+        pytest.skip(message)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,1500",
+        "--force-prefers-reduced-motion",
+    ):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def browse(base: str, pk: str, shots: Path) -> None:
+    """List, open the chat app, open a step and the hostile app; each time the graph must be
+    drawn (an <svg> inside #graph), with no script of the data run and no CSP violation."""
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = chrome()
+    try:
+        driver.set_page_load_timeout(30)
+
+        def graph_drawn() -> None:
+            WebDriverWait(driver, 30).until(
+                lambda d: d.find_elements(By.CSS_SELECTOR, "#graph[data-rendered]")
+            )
+            assert driver.find_element(By.ID, "graph").get_attribute("data-rendered") == "true"
+            assert driver.find_elements(By.CSS_SELECTOR, "#graph svg")
+
+        def no_alert() -> None:
+            try:
+                driver.switch_to.alert  # noqa: B018  # raises when there is none
+            except NoAlertPresentException:
+                return
+            raise AssertionError("a script from the stored data ran")
+
+        driver.get(f"{base}/?partition={pk}")
+        assert driver.title.startswith("Applications")
+        driver.save_screenshot(str(shots / "list.png"))
+        driver.find_element(By.LINK_TEXT, "chat-7").click()
+        graph_drawn()
+        highlighted = driver.find_elements(By.CSS_SELECTOR, "#graph svg .node")
+        assert len(highlighted) == 3  # human_converse, ai_converse, terminal
+        driver.save_screenshot(str(shots / "app.png"))
+        if target := os.environ.get("BURR_ASYNC_DOCS_SCREENSHOT"):
+            driver.save_screenshot(target)
+        driver.find_element(By.LINK_TEXT, "3").click()
+        graph_drawn()
+        assert "Step 3 of chat-7" in driver.find_element(By.TAG_NAME, "h1").text
+        driver.save_screenshot(str(shots / "step.png"))
+
+        driver.get(f"{base}/?partition={pk}")
+        driver.find_element(By.LINK_TEXT, HOSTILE_ID).click()
+        graph_drawn()
+        no_alert()
+        labels = driver.find_element(By.CSS_SELECTOR, "#graph svg").text
+        assert "<img src=x onerror=alert(2)>" in labels  # drawn as text
+        assert not driver.find_elements(By.CSS_SELECTOR, "#graph svg img, main img, main script")
+        driver.save_screenshot(str(shots / "hostile.png"))
+        logs = [entry["message"] for entry in driver.get_log("browser")]
+        assert not [m for m in logs if "Content Security Policy" in m or "SEVERE" in m], logs
+    finally:
+        driver.quit()
+
+
+async def test_browser_draws_the_graph(persister: SQLAlchemyPersister, tmp_path: Path) -> None:
+    pk = unique("ui-browser")
+    turns = ["human_converse", "ai_converse"] * 4
+    history: list[dict[str, str]] = []
+    for seq, position in enumerate(turns):
+        role = "user" if position == "human_converse" else "assistant"
+        history = [*history, {"role": role, "content": f"message {seq} from the {role}"}]
+        await persister.save(
+            pk,
+            "chat-7",
+            seq,
+            position,
+            State({"chat_history": history, "question": history[-1]["content"]}),
+            "completed",
+        )
+    await fill(persister, pk, HOSTILE_ID, ["<img src=x onerror=alert(2)>", "after"])
+    app = create_app(persister, graph=chat_builder())
+    async with serve(app) as base:
+        await anyio.to_thread.run_sync(browse, base, pk, tmp_path)
+    assert (tmp_path / "app.png").stat().st_size > 10_000

@@ -18,7 +18,6 @@
       startOnLoad: false,
       securityLevel: "strict", // labels are user data: text only, sanitized
       theme: dark ? "dark" : "default",
-      flowchart: { htmlLabels: false },
     });
     window.mermaid
       .render("graph-svg", source.textContent)
