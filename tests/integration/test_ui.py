@@ -411,6 +411,7 @@ async def test_cli_serves_hides_the_password_and_stops_cleanly(
     url = db.url.replace("postgres@", "postgres:s3cret-pw@") if db.backend == "postgres" else db.url
     port = free_port()
     args = [sys.executable, "-m", "burr_async.cli", "ui", "--url", url, "--port", str(port)]
+    args += ["--graph", "examples/chatbot.py:graph"]  # imported from the command line
     if db.schema is not None:
         args += ["--schema", db.schema]
     proc = subprocess.Popen(  # noqa: ASYNC220  # a server process, stopped below
@@ -432,6 +433,8 @@ async def test_cli_serves_hides_the_password_and_stops_cleanly(
                         assert proc.poll() is None, proc.communicate()
                         await anyio.sleep(0.1)
             assert app_ids_on(page) == ["cli-app"]
+            chat = await get(client, "/app", id="cli-app", partition=pk)
+            assert "observed graph" in chat and "not an action of the graph" in chat
             assert "s3cret-pw" not in page
             if db.backend == "postgres":
                 assert "postgres:***@" in page
@@ -462,6 +465,11 @@ async def test_cli_refuses_an_unprovisioned_table(db: Database) -> None:
     )
     assert done.returncode == 1
     assert "not provisioned" in done.stderr and "burr-async" in done.stderr
+    bad_graph = [*args[:4], "--graph", "no/such/file.py:graph"]
+    done = await anyio.to_thread.run_sync(
+        lambda: subprocess.run(bad_graph, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    )
+    assert done.returncode == 1 and done.stderr == "error: no such file: no/such/file.py\n"
 
 
 async def test_lifespan_closes_an_owned_persister(db: Database) -> None:
