@@ -59,9 +59,9 @@ def _ascii_id(name: str) -> str:
 
 def label(text: str) -> str:
     """``text`` as the inside of a double-quoted Mermaid label: letters, digits, spaces and
-    ``_-.,:/()'!?=+*@$%^~`` as they are, every other character (quotes, ``<>&#;``, ``[]{}|``, newlines,
-    controls, non-ASCII) as the entity code ``#<code point>;`` that Mermaid decodes back into
-    that character when it draws the label as text."""
+    ``_-.,:/()'!?=+*@$%^~`` as they are, every other character (quotes, ``<>&#;``,
+    ``[]{}|``, newlines, controls, non-ASCII) as the entity code ``#<code point>;``, which
+    Mermaid decodes back into that character, drawn as text."""
     return "".join(ch if ch in _PLAIN else f"#{ord(ch)};" for ch in text)
 
 

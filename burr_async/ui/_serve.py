@@ -7,6 +7,8 @@ under uvicorn, and closes the persister when the server shuts down (ASGI lifespa
 
 from __future__ import annotations
 
+import contextlib
+
 import uvicorn
 
 from burr_async.persistence.sqlalchemy import SQLAlchemyPersister
@@ -45,7 +47,6 @@ def serve(
         ws="none",
         server_header=False,
     )
-    try:
+    # uvicorn re-raises the Ctrl+C it shut down on: for this command, a normal stop
+    with contextlib.suppress(KeyboardInterrupt):
         uvicorn.Server(config).run()
-    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it shut down on: a normal stop
-        pass
