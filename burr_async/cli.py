@@ -10,6 +10,7 @@
 
 ``apps``, ``history`` and the removing commands live in ``burr_async._cli_storage``.
 * ``graph MODULE:OBJECT``: print the graph of a builder, application or graph as Mermaid text.
+* ``ui``: serve the read-only web UI (``burr_async.ui``; needs the ``ui`` extra).
 
 Expected failures (database unreachable, table missing or behind, unknown app, invalid name)
 print one ``error: ...`` line on stderr and exit with status 1; ``--debug`` adds the traceback.
@@ -532,6 +533,55 @@ def graph(target: str) -> None:
             f"{target!r} is a {kind}, not an ApplicationBuilder, GraphBuilder, Application or Graph"
         )
     click.echo(_printable(text, multiline=True), nl=False)
+
+
+# -- ui ---------------------------------------------------------------------------------------
+def _set_url(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.obj = replace(_settings(ctx), url=value, url_given=True)
+
+
+@cli.command()
+@click.option(
+    "--url",
+    default=None,
+    expose_value=False,
+    callback=_set_url,
+    help="Database URL (as the global option).",
+)
+@_table_options
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(1, 65535), default=7241, show_default=True)
+@click.option(
+    "--graph",
+    "graph_target",
+    metavar="MODULE:OBJECT",
+    default=None,
+    help="Draw this graph (what `burr-async graph` takes) instead of the observed one.",
+)
+@click.pass_obj
+def ui(settings: Settings, host: str, port: int, graph_target: str | None) -> None:
+    """Serve a read-only web UI over the stored applications until Ctrl+C (needs the ui
+    extra: pip install 'burr_async[ui]')."""
+    try:
+        from burr_async.ui import _graph, _serve
+    except ImportError as exc:
+        _fail(f"burr-async ui needs the 'ui' extra ({exc.name}): pip install 'burr_async[ui]'")
+    given = None if graph_target is None else _graph.resolve_graph(_import_object(graph_target))
+    _read(settings, lambda p: p.list_apps(limit=1))  # the table is there and current: checked
+    shown = f"[{host}]" if ":" in host else host
+    database = f"{settings.display_url()}, table {settings.table}"
+    click.echo(_printable(f"burr_async UI on http://{shown}:{port}/ over {database}"))
+    click.echo("(read-only; Ctrl+C stops it)")
+    _serve.serve(
+        settings.url,
+        table_name=settings.table_name,
+        schema=settings.schema,
+        host=host,
+        port=port,
+        graph=given,
+        database=database,
+    )
 
 
 def _import_object(target: str) -> object:

@@ -34,6 +34,19 @@ def test_wheel_contains_the_package_migrations_and_marker(wheel: Path) -> None:
     assert "burr_async/py.typed" in names
     assert "burr_async/_migrations/env.py" in names
     assert "burr_async/_migrations/script.py.mako" in names
+    for asset in (
+        "templates/base.html",
+        "templates/apps.html",
+        "templates/app.html",
+        "templates/step.html",
+        "templates/error.html",
+        "templates/_macros.html",
+        "static/ui.css",
+        "static/ui.js",
+        "static/mermaid.min.js",
+        "static/mermaid.LICENSE",
+    ):
+        assert f"burr_async/ui/{asset}" in names  # the web UI's pages and assets ship inside
     for script in (
         "0001_create_state_table.py",
         "0002_0001_add_delta_column.py",
