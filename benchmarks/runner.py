@@ -160,8 +160,7 @@ class RunResult:
                 "backend": b,
                 "contender": e.key,
                 **{
-                    name: self.figure(w, b, e.key, name)
-                    for name in self._figure_names(w, b, e.key)
+                    name: self.figure(w, b, e.key, name) for name in self._figure_names(w, b, e.key)
                 },
             }
             for w, b in self.ran()

@@ -21,6 +21,7 @@ commit that stored it.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache
@@ -153,7 +154,7 @@ def child_graph(steps: int) -> RunnableGraph:
     graph = (
         GraphBuilder()
         .with_actions(**{name: _child_action(i) for i, name in enumerate(names)})
-        .with_transitions(*zip(names, names[1:], strict=False))
+        .with_transitions(*itertools.pairwise(names))
         .build()
     )
     return RunnableGraph(graph, names[0], (names[-1],))
@@ -285,7 +286,6 @@ class BurrAsyncContender(Contender):
             ).one()
         return Stored(int(row[0]), int(row[1]), int(row[2]))
 
-
     async def new_fan_out(self, app_id: str, sizes: Sizes) -> FanOutApp:
         assert self.persister is not None
         app = await (
@@ -306,7 +306,8 @@ class BurrAsyncContender(Contender):
         parent = await self.persister.load(chat.PARTITION_KEY, app_id)
         last = child_app_id(app_id, 0, sizes.w5_children - 1)  # the parent's step 0
         child = await self.persister.load(chat.PARTITION_KEY, last)
-        assert parent is not None and child is not None, f"{app_id}'s fan-out is not stored"
+        assert parent is not None, f"{app_id} is not stored"
+        assert child is not None, f"{app_id}'s last child {last} is not stored"
         return parent.state["answers"], child.state
 
     @contextmanager
