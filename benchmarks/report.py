@@ -442,7 +442,7 @@ def render(result: RunResult) -> str:
     if ratios := _ratios(result):
         lines += [
             "burr_async's time per unit divided by each contender's (below 1.00x: burr_async "
-            "is faster; for W2 and W3 the inverse of the throughput ratio), and burr_async "
+            "is faster; for W2, W3 and W5 the inverse of the throughput ratio), and burr_async "
             'with `storage="snapshot"` against the raw driver:',
             "",
             *ratios,
