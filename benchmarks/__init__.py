@@ -8,7 +8,7 @@ Core, Apache Burr and LangGraph, on SQLite and Postgres.
 Layout:
 
 - :mod:`benchmarks.chat`: the chat-like state every contender writes (same shape and size);
-- :mod:`benchmarks.workloads`: W0-W4, their sizes and metrics;
+- :mod:`benchmarks.workloads`: W0-W5, their sizes and metrics;
 - :mod:`benchmarks.targets`: where the benchmark runs (SQLite files, a Postgres schema);
 - :mod:`benchmarks.contenders`: one module per contender, imported lazily;
 - :mod:`benchmarks.runner`: rounds, interleaving, medians;

@@ -12,6 +12,12 @@ action is identical; only the framework and the write path around it differ.
 The long chat (W4) is the same graph with no window: it starts from an empty history
 (:func:`long_initial_state`) and keeps every message (``push(..., window=None)``), so the state
 grows by one message per step and a full snapshot per step costs O(n) bytes, O(n²) in all.
+
+The fan-out (W5) is a parent whose state holds one question per child
+(:func:`fanout_parent_state`); each child is a small chat (:func:`fanout_child_state`: the
+question as its only message) through a chain of actions, each appending one assistant
+message (:func:`fanout_step`); the parent keeps every child's last ``response``
+(:func:`fanout_answer`).
 """
 
 from __future__ import annotations
@@ -26,8 +32,13 @@ __all__ = [
     "WINDOW",
     "Message",
     "answer",
+    "encoded_fanout_child_size",
     "encoded_long_state_size",
     "encoded_state_size",
+    "fanout_answer",
+    "fanout_child_state",
+    "fanout_parent_state",
+    "fanout_step",
     "initial_state",
     "long_initial_state",
     "push",
@@ -109,3 +120,34 @@ def encoded_long_state_size(steps: int) -> int:
         history += [{"role": "user", "content": q}, {"role": "assistant", "content": answer(q)}]
     q = question(steps // 2 - 1)
     return len(orjson.dumps({"question": q, "response": answer(q), "chat_history": history}))
+
+
+def fanout_parent_state(children: int) -> dict[str, Any]:
+    """W5's parent state before its fan-out step: one question per child, no answers yet."""
+    return {"questions": [question(i) for i in range(children)], "answers": []}
+
+
+def fanout_child_state(text: str) -> dict[str, Any]:
+    """The state a W5 child starts from: its question as the only message."""
+    return {"question": text, "response": "", "chat_history": [{"role": "user", "content": text}]}
+
+
+def fanout_step(history: list[Message], text: str, step: int) -> tuple[list[Message], str]:
+    """Child step ``step`` (from 0) on the question ``text``: the new history (one assistant
+    message appended) and that message, which becomes the child's ``response``."""
+    reply = f"{answer(text)} #{step}"
+    return [*history, {"role": "assistant", "content": reply}], reply
+
+
+def fanout_answer(text: str, steps: int) -> str:
+    """The ``response`` a W5 child ends with after ``steps`` steps on the question ``text``."""
+    return fanout_step([], text, steps - 1)[1]
+
+
+def encoded_fanout_child_size(steps: int) -> int:
+    """Bytes of a W5 child's encoded state (orjson) after its last step."""
+    text = question(0)
+    state = fanout_child_state(text)
+    for step in range(steps):
+        state["chat_history"], state["response"] = fanout_step(state["chat_history"], text, step)
+    return len(orjson.dumps(state))

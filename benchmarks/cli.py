@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         help="smoke run: tiny sizes, 1 round, burr_async (both storage modes) and the raw "
         "drivers only",
     )
-    p.add_argument("--only", metavar="W1,W2", help="workloads to run (default: W0,W1,W2,W3,W4)")
+    p.add_argument("--only", metavar="W1,W2", help="workloads to run (default: W0,W1,W2,W3,W4,W5)")
     p.add_argument(
         "--backends",
         metavar="sqlite,postgres",

@@ -214,6 +214,65 @@ def _long_section(result: RunResult) -> list[str]:
     return lines
 
 
+def _fanout(result: RunResult, wkey: str) -> list[str]:
+    """The fan-out's table: one row per (backend, contender) that ran it."""
+    header = [
+        "backend",
+        "contender",
+        "parent step (ms)",
+        "child steps/s",
+        "÷ its W2 steps/s",
+        "commits of the child steps",
+        "child steps per commit",
+    ]
+    rows = []
+    for backend in [b for w, b in result.ran() if w == wkey]:
+        for entry in result.config.contenders:
+            parent = result.figure(wkey, backend, entry.key, "parent_ms")
+            rate = result.figure(wkey, backend, entry.key, "child_steps_per_s")
+            if parent is None or rate is None:
+                continue
+            w2 = result.median("W2", backend, entry.key)
+            commits = result.figure(wkey, backend, entry.key, "commits")
+            per_commit = result.figure(wkey, backend, entry.key, "steps_per_commit")
+            rows.append(
+                [
+                    backend,
+                    CONTENDERS[entry.key].label,
+                    _fmt(parent),
+                    _fmt(rate),
+                    f"{rate / w2:.2f}x" if w2 else "—",
+                    "—" if commits is None else f"{commits:,.0f}",
+                    "—" if per_commit is None else _fmt(per_commit),
+                ]
+            )
+    return _table(header, rows, ["l", "l", *("r" for _ in header[2:])])
+
+
+def _fanout_section(result: RunResult) -> list[str]:
+    lines: list[str] = []
+    sizes = result.config.sizes
+    for wkey in dict.fromkeys(w for w, _b in result.ran() if WORKLOADS[w].fanout):
+        children, steps = sizes.w5_children, sizes.w5_child_steps
+        lines += [
+            f"{wkey} {WORKLOADS[wkey].title}: one parent step fanning out to {children} children "
+            f"of {steps} steps each ({children * steps:,} child steps, every one a stored row), "
+            f"all children at once; a child's state is a small chat of ~"
+            f"{chat.encoded_fanout_child_size(steps):,} bytes at its last step. *parent step*: "
+            "the wall time of the parent's one step (building, loading and running every child, "
+            "reduce, the parent's own row), median over rounds; *child steps/s*: the child steps "
+            "over that time; *÷ its W2 steps/s*: against the same contender's W2 (independent "
+            "apps, all at once, ~16 KB rows) in this run; *commits*: how many commits stored "
+            "the child steps (burr_async: counted from the group writer's note of each row's "
+            "commit size), and the child steps per commit. Medians over rounds, each figure "
+            "on its own.",
+            "",
+            *_fanout(result, wkey),
+            "",
+        ]
+    return lines
+
+
 @dataclass(frozen=True, slots=True)
 class _Target:
     workload: str
@@ -383,13 +442,14 @@ def render(result: RunResult) -> str:
     if ratios := _ratios(result):
         lines += [
             "burr_async's time per unit divided by each contender's (below 1.00x: burr_async "
-            "is faster; for W2 and W3 the inverse of the throughput ratio), and burr_async "
+            "is faster; for W2, W3 and W5 the inverse of the throughput ratio), and burr_async "
             'with `storage="snapshot"` against the raw driver:',
             "",
             *ratios,
             "",
         ]
     lines += _long_section(result)
+    lines += _fanout_section(result)
     lines += [
         "Targets:",
         "",

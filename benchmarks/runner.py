@@ -1,7 +1,8 @@
 """Running the benchmark: open every contender once, warm up, then rounds in which the
 contenders of each (workload, backend) run one after another in an order that rotates from
 round to round; the report takes the median over rounds. A long workload (W4) runs only in the
-first ``long_rounds`` rounds and records several figures per run."""
+first ``long_rounds`` rounds and records several figures per run; the fan-out (W5) records its
+figures in every round."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from benchmarks import chat
 from benchmarks.contenders import Entry
 from benchmarks.contenders.base import Contender, Options
 from benchmarks.targets import Backend, Environment, provision
-from benchmarks.workloads import WARMUP, Sizes, Workload
+from benchmarks.workloads import WARMUP, WORKLOADS, Sizes, Workload
 from burr_async.persistence.engine import SQLiteSynchronous
 
 __all__ = ["Measurement", "RunConfig", "RunResult", "run"]
@@ -58,7 +59,8 @@ class Measurement:
     seconds: float
     value: float
     figures: dict[str, float] = field(default_factory=dict)
-    """A long workload's figures (see ``LongChat.figures``); empty for the others."""
+    """A long workload's figures (see ``LongChat.figures``) or the fan-out's
+    (``FanOut.figures``); empty for the others."""
 
 
 @dataclass(slots=True)
@@ -134,20 +136,8 @@ class RunResult:
                 for e in cfg.contenders
                 if self.values(w, b, e.key)
             ],
-            "long": [
-                {
-                    "workload": w,
-                    "backend": b,
-                    "contender": e.key,
-                    **{
-                        name: self.figure(w, b, e.key, name)
-                        for name in self._figure_names(w, b, e.key)
-                    },
-                }
-                for w, b in self.ran()
-                for e in cfg.contenders
-                if self._figure_names(w, b, e.key)
-            ],
+            "long": self._figures_json(long=True),
+            "fanout": self._figures_json(long=False),
             "measurements": [asdict(m) for m in self.measurements],
             "status": [
                 {"contender": c, "backend": b, "status": s} for (c, b), s in self.status.items()
@@ -160,6 +150,24 @@ class RunResult:
             "failures": self.failures,
             "facts": self.facts,
         }
+
+    def _figures_json(self, *, long: bool) -> list[dict[str, Any]]:
+        """The median figures per (workload, backend, contender) of the long workloads
+        (``long``) or of the fan-out."""
+        return [
+            {
+                "workload": w,
+                "backend": b,
+                "contender": e.key,
+                **{
+                    name: self.figure(w, b, e.key, name) for name in self._figure_names(w, b, e.key)
+                },
+            }
+            for w, b in self.ran()
+            if (WORKLOADS[w].long if long else WORKLOADS[w].fanout)
+            for e in self.config.contenders
+            if self._figure_names(w, b, e.key)
+        ]
 
     def _figure_names(self, workload: str, backend: str, contender: str) -> list[str]:
         names: dict[str, None] = {}
@@ -255,6 +263,9 @@ async def _measure(
                     if workload.long:
                         long = await contender.run_long(sizes, tag)
                         seconds, figures = long.seconds, long.figures()
+                    elif workload.fanout:
+                        fan = await contender.run_fanout(sizes, tag)
+                        seconds, figures = fan.seconds, fan.figures()
                     else:
                         seconds = await contender.run(workload.key, sizes, tag)
                 except Exception as exc:
@@ -274,7 +285,14 @@ async def _measure(
                     f"  round {round_index + 1}/{rounds}  {workload.key} {backend:<8} "
                     f"{key:<19} {value:>12,.1f} {workload.unit}  ({seconds:.2f} s)"
                 )
-                if figures:
+                if workload.fanout:
+                    line += f"; parent step {figures['parent_ms']:,.0f} ms"
+                    if "commits" in figures:
+                        line += (
+                            f", {figures['commits']:,.0f} commits "
+                            f"({figures['steps_per_commit']:,.1f} child steps each)"
+                        )
+                elif figures:
                     line += (
                         f"; {figures['bytes']:,.0f} bytes in {figures['rows']:,.0f} rows, "
                         f"{figures['step_first_us']:,.0f} -> {figures['step_last_us']:,.0f} "

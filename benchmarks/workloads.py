@@ -1,4 +1,4 @@
-"""The workloads W0-W4: what each measures, its sizes, and how its figure is computed."""
+"""The workloads W0-W5: what each measures, its sizes, and how its figure is computed."""
 
 from __future__ import annotations
 
@@ -30,12 +30,19 @@ class Sizes:
     w3_apps: int
     w3_seed_steps: int
     w4_steps: int
+    w5_children: int
+    """W5: children of the parent's one fan-out step."""
+    w5_child_steps: int
+    """W5: steps of each child (actions of its sub-graph, run once each; any count)."""
 
     def __post_init__(self) -> None:
         for name in ("w0_steps", "w1_steps", "w2_steps", "w3_seed_steps", "w4_steps"):
             value = getattr(self, name)
             if value <= 0 or value % 2:
                 raise ValueError(f"{name} must be a positive even number of steps, not {value}")
+        for name in ("w5_children", "w5_child_steps"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
 
 
 FULL = Sizes(
@@ -46,16 +53,34 @@ FULL = Sizes(
     w3_apps=100,
     w3_seed_steps=2,
     w4_steps=1_000,
+    w5_children=100,
+    w5_child_steps=5,
 )
 """What ``make bench`` runs (the sizes of the issue)."""
 
 QUICK = Sizes(
-    w0_steps=200, w1_steps=20, w2_apps=10, w2_steps=4, w3_apps=10, w3_seed_steps=2, w4_steps=40
+    w0_steps=200,
+    w1_steps=20,
+    w2_apps=10,
+    w2_steps=4,
+    w3_apps=10,
+    w3_seed_steps=2,
+    w4_steps=40,
+    w5_children=5,
+    w5_child_steps=5,
 )
 """``--quick``: a smoke run that only shows every path works."""
 
 WARMUP = Sizes(
-    w0_steps=200, w1_steps=20, w2_apps=20, w2_steps=2, w3_apps=10, w3_seed_steps=2, w4_steps=20
+    w0_steps=200,
+    w1_steps=20,
+    w2_apps=20,
+    w2_steps=2,
+    w3_apps=10,
+    w3_seed_steps=2,
+    w4_steps=20,
+    w5_children=20,
+    w5_child_steps=5,
 )
 """One untimed pass before the first round: imports, prepared statements, every pooled
 connection opened (W2 runs 20 apps at once, more than any pool's 10 connections)."""
@@ -75,7 +100,9 @@ class Workload:
     A ``long`` workload (W4) yields several figures per run instead (see
     :class:`benchmarks.contenders.base.LongChat`); its ``metric`` is that of the whole run and
     it is reported in its own table, and it runs only in the first ``--long-rounds`` rounds
-    (1 by default)."""
+    (1 by default). A ``fanout`` workload (W5) runs in every round and also yields figures
+    (:class:`benchmarks.contenders.base.FanOut`): its ``metric`` goes to the main table, its
+    figures to a table of their own."""
 
     key: str
     title: str
@@ -85,6 +112,7 @@ class Workload:
     metric: Callable[[float, Sizes], float]
     describe: Callable[[Sizes], str]
     long: bool = False
+    fanout: bool = False
 
 
 def _per(count: Callable[[Sizes], int], scale: float) -> Callable[[float, Sizes], float]:
@@ -151,12 +179,27 @@ WORKLOADS: dict[str, Workload] = {
             ),
             long=True,
         ),
+        Workload(
+            "W5",
+            "fan-out",
+            "child steps/s",
+            higher_is_better=True,
+            needs_database=True,
+            metric=_rate(lambda s: s.w5_children * s.w5_child_steps),
+            describe=lambda s: (
+                f"one parent step fanning out to {s.w5_children} children of "
+                f"{s.w5_child_steps} steps each (a {s.w5_child_steps}-action sub-graph, small "
+                "chat-like states), all children at once: the parent step's wall time, child "
+                "steps/s (÷ W2's steps/s of the same run), commits of the child steps"
+            ),
+            fanout=True,
+        ),
     )
 }
 
 
 def parse_workloads(spec: str | None) -> list[Workload]:
-    """``"W1,W2"`` (case-insensitive) as workloads, in W0-W4 order; all of them for None."""
+    """``"W1,W2"`` (case-insensitive) as workloads, in W0-W5 order; all of them for None."""
     if not spec:
         return list(WORKLOADS.values())
     wanted = {part.strip().upper() for part in spec.split(",") if part.strip()}

@@ -19,6 +19,8 @@ from benchmarks.workloads import LONG_LOADS, LONG_WINDOW, Sizes
 __all__ = [
     "ChatApp",
     "Contender",
+    "FanOut",
+    "FanOutApp",
     "LongChat",
     "Options",
     "Stored",
@@ -85,6 +87,35 @@ class LongChat:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class FanOut:
+    """W5's figures for one run: the parent step's wall time, its shape, and how many commits
+    stored its children's steps (None when the contender cannot tell)."""
+
+    seconds: float
+    children: int
+    child_steps: int
+    commits: int | None
+
+    def figures(self) -> dict[str, float]:
+        """The reported figures: ``parent_ms`` (the parent step's wall time),
+        ``child_steps_per_s``, and, when counted, ``commits`` (of the child steps) and
+        ``steps_per_commit``."""
+        steps = self.children * self.child_steps
+        figures = {"parent_ms": 1e3 * self.seconds, "child_steps_per_s": steps / self.seconds}
+        if self.commits is not None:
+            figures |= {"commits": float(self.commits), "steps_per_commit": steps / self.commits}
+        return figures
+
+
+class FanOutApp(Protocol):
+    """A W5 parent application, built and ready to run its fan-out step."""
+
+    async def run(self) -> None:
+        """Run the parent's one step: fan out to every child, wait for all, reduce, store."""
+        ...
+
+
 class ChatApp(Protocol):
     """One running chat application of a contender."""
 
@@ -118,6 +149,9 @@ class Contender(ABC):
     backends: ClassVar[frozenset[Backend]] = frozenset({"memory", "sqlite", "postgres"})
     long_chat: ClassVar[bool] = False
     """Whether it runs W4 (:meth:`new_long_app`, :meth:`load_latest`, :meth:`stored`)."""
+    fan_out: ClassVar[bool] = False
+    """Whether it runs W5 (:meth:`new_fan_out`, :meth:`load_fan_out`, and, when it can count
+    them, :meth:`count_commits`)."""
 
     def __init__(self, target: Target, options: Options) -> None:
         self.target = target
@@ -162,12 +196,36 @@ class Contender(ABC):
         """The state payload stored for the app, as the database holds it (W4, untimed)."""
         raise NotImplementedError
 
+    async def new_fan_out(self, app_id: str, sizes: Sizes) -> FanOutApp:
+        """A fresh, persisted W5 parent (``chat.fanout_parent_state(sizes.w5_children)``) whose
+        entrypoint is the fan-out: one child per question, each a sub-application of
+        ``sizes.w5_child_steps`` chained actions (``chat.fanout_step``) on the parent's
+        persister, all children at once; its reduce stores every child's ``response`` in
+        ``answers``, in order."""
+        raise NotImplementedError
+
+    async def load_fan_out(
+        self, app_id: str, sizes: Sizes
+    ) -> tuple[Sequence[str], Mapping[str, Any]]:
+        """After the W5 run (untimed): the parent's stored ``answers``, and the stored latest
+        state of its last child, both loaded from the database."""
+        raise NotImplementedError
+
+    @contextmanager
+    def count_commits(self) -> Iterator[Callable[[], list[int] | None]]:
+        """``with count_commits() as notes:`` around the fan-out step; ``notes()`` afterwards
+        gives one entry per row written in the block, the number of rows of the commit that
+        stored it (so ``sum(1 / n)`` counts commits), or None when the contender cannot tell."""
+        yield lambda: None
+
     def supports(self, workload: str) -> bool:
         """Whether this contender runs ``workload`` on its backend."""
         if self.backend == "memory":
             return workload == "W0"
         if workload == "W4":
             return self.long_chat
+        if workload == "W5":
+            return self.fan_out
         return workload != "W0"
 
     # -- the workloads --------------------------------------------------------------------------
@@ -190,6 +248,8 @@ class Contender(ABC):
             return await self._resume(ids, sizes.w3_seed_steps, timed)
         if workload == "W4":
             return (await self.run_long(sizes, tag, timed=timed)).seconds
+        if workload == "W5":
+            return (await self.run_fanout(sizes, tag, timed=timed)).seconds
         raise ValueError(f"unknown workload {workload!r}")
 
     async def run_long(self, sizes: Sizes, tag: str, *, timed: Timed | None = None) -> LongChat:
@@ -218,6 +278,60 @@ class Contender(ABC):
             loads.append(clock() - began)
             self._check_long(state, steps)
         return LongChat(stored, tuple(per_step), tuple(loads))
+
+    async def run_fanout(self, sizes: Sizes, tag: str, *, timed: Timed | None = None) -> FanOut:
+        """W5: build a fresh parent (untimed), time its one fan-out step, count the commits of
+        its rows when the contender can, then check (untimed) that the parent stored every
+        child's answer and that the last child's steps are stored. ``timed`` runs around the
+        step."""
+        timed = timed or _NoProfiler()
+        app_id = f"{tag}-w5"
+        app = await self.new_fan_out(app_id, sizes)
+        gc.collect()
+        with self.count_commits() as notes, _timing(timed) as elapsed:
+            await app.run()
+        answers, last_child = await self.load_fan_out(app_id, sizes)
+        self._check_fan_out(answers, last_child, sizes)
+        return FanOut(
+            elapsed(),
+            sizes.w5_children,
+            sizes.w5_child_steps,
+            self._child_commits(notes(), sizes),
+        )
+
+    def _child_commits(self, notes: list[int] | None, sizes: Sizes) -> int | None:
+        """The commits of the child rows, from one note per row written during the step (the
+        size of the commit that stored it): the parent's own row, written once every child
+        has finished, is the last note and commits alone."""
+        if notes is None:
+            return None
+        rows = sizes.w5_children * sizes.w5_child_steps
+        if len(notes) != rows + 1 or notes[-1] != 1:
+            raise WorkloadError(
+                f"{self.key} on {self.backend}: expected {rows} child rows and the parent's, "
+                f"the parent's committed alone, to be noted; got {len(notes)} notes ending "
+                f"{notes[-3:]}"
+            )
+        return round(sum(1 / n for n in notes[:-1]))
+
+    def _check_fan_out(
+        self, answers: Sequence[str], last_child: Mapping[str, Any], sizes: Sizes
+    ) -> None:
+        children, steps = sizes.w5_children, sizes.w5_child_steps
+        expected = [chat.fanout_answer(chat.question(i), steps) for i in range(children)]
+        history = last_child.get("chat_history")
+        if (
+            list(answers) != expected
+            or not isinstance(history, Sequence)
+            or len(history) != steps + 1
+            or last_child.get("response") != expected[-1]
+        ):
+            raise WorkloadError(
+                f"{self.key} on {self.backend}: the fan-out's stored result is wrong (expected "
+                f"{children} answers ending {expected[-1]!r} and a last child of {steps + 1} "
+                f"messages; got {len(answers)} answers ending {list(answers)[-1:]!r}, a last "
+                f"child with response {last_child.get('response')!r})"
+            )
 
     def _check_long(self, state: Mapping[str, Any], steps: int) -> None:
         history = state.get("chat_history")

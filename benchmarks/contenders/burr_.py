@@ -10,14 +10,31 @@ with ``await ApplicationBuilder()...abuild()`` and run with ``await app.arun(...
 - Postgres: the persister over an asyncpg pool of 10 (what ``from_values(use_pool=True)``
   creates), with ``search_path`` set to the run's schema; autocommit INSERT per step; asyncpg's
   default reset query runs on every release to the pool.
+
+W5: the parent's entrypoint is Burr's ``burr.core.parallelism.MapStates`` (``is_async``: the
+children run with ``asyncio.gather``, all at once) over a ``RunnableGraph`` of the same chained
+actions; the parent is built with ``initialize_from`` and ``with_state_persister`` on the same
+persister, so that the children inherit both ("cascade", Burr's default) and each loads its
+stored state before it runs, as burr_async's do. Its commits are not counted: each step is its
+own INSERT (autocommit on Postgres; ``commit()`` after each save on SQLite's shared connection).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from burr.core import Application, ApplicationBuilder, State, action, default
+from burr.core import (
+    Application,
+    ApplicationBuilder,
+    ApplicationContext,
+    State,
+    action,
+    default,
+)
+from burr.core.graph import GraphBuilder
+from burr.core.parallelism import MapStates, RunnableGraph, _stable_app_id_hash
 from burr.integrations.persisters.b_aiosqlite import AsyncSQLitePersister
 from burr.integrations.persisters.b_asyncpg import AsyncPostgreSQLPersister
 
@@ -25,12 +42,14 @@ from benchmarks import chat
 from benchmarks.contenders.base import (
     ChatApp,
     Contender,
+    FanOutApp,
     HaltingChat,
     Options,
     Stored,
     sqlite_pragmas,
 )
 from benchmarks.targets import Target
+from benchmarks.workloads import Sizes
 
 __all__ = ["create"]
 
@@ -94,9 +113,76 @@ async def build_chat_app(
     return await builder.abuild()
 
 
+def _child_action(step: int) -> Any:
+    """Child step ``step`` of W5: one assistant message appended (``chat.fanout_step``)."""
+
+    @action(reads=["question", "chat_history"], writes=["response", "chat_history"])
+    async def reply(state: State[Any]) -> tuple[dict[str, str], State[Any]]:
+        history, response = chat.fanout_step(state["chat_history"], state["question"], step)
+        return {"response": response}, state.update(chat_history=history, response=response)
+
+    return reply
+
+
+def child_graph(steps: int) -> RunnableGraph:
+    """W5's child: ``steps`` actions ``step_0 -> step_1 -> ...``, halting after the last."""
+    names = [f"step_{i}" for i in range(steps)]
+    graph = (
+        GraphBuilder()  # type: ignore[no-untyped-call]
+        .with_actions(**{name: _child_action(i) for i, name in enumerate(names)})
+        .with_transitions(*itertools.pairwise(names))
+        .build()
+    )
+    return RunnableGraph(graph=graph, entrypoint=names[0], halt_after=[names[-1]])
+
+
+class FanOutChats(MapStates):
+    """W5's fan-out in Burr: one child per question, ``answers`` every child's response."""
+
+    def __init__(self, child: RunnableGraph) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.child = child
+
+    @property
+    def reads(self) -> list[str]:
+        return ["questions"]
+
+    @property
+    def writes(self) -> list[str]:
+        return ["answers"]
+
+    def is_async(self) -> bool:
+        return True
+
+    def action(self, state: State[Any], inputs: dict[str, Any]) -> RunnableGraph:
+        return self.child
+
+    async def states(  # type: ignore[override]
+        self, state: State[Any], context: ApplicationContext, inputs: dict[str, Any]
+    ) -> AsyncIterator[State[Any]]:
+        for question in state["questions"]:
+            yield State(chat.fanout_child_state(question))
+
+    async def reduce(  # type: ignore[override]
+        self, state: State[Any], states: AsyncIterator[State[Any]]
+    ) -> State[Any]:
+        return state.update(answers=[s["response"] async for s in states])
+
+
+class _FanOutParent:
+    __slots__ = ("app",)
+
+    def __init__(self, app: Application[Any]) -> None:
+        self.app = app
+
+    async def run(self) -> None:
+        await self.app.arun(halt_after=["fan_out"])
+
+
 class BurrContender(Contender):
     key = "burr"
     long_chat = True
+    fan_out = True
 
     async def open(self) -> None:
         self.persister: Persister | None = None
@@ -187,6 +273,37 @@ class BurrContender(Contender):
                 )
         assert row is not None
         return Stored(int(row[0]), int(row[1]), int(row[2]))
+
+    async def new_fan_out(self, app_id: str, sizes: Sizes) -> FanOutApp:
+        assert self.persister is not None
+        app: Application[Any] = await (
+            ApplicationBuilder()  # type: ignore[no-untyped-call]
+            .with_actions(fan_out=FanOutChats(child_graph(sizes.w5_child_steps)))
+            .with_identifiers(app_id=app_id, partition_key=chat.PARTITION_KEY)
+            .initialize_from(
+                self.persister,
+                resume_at_next_action=True,
+                default_state=chat.fanout_parent_state(sizes.w5_children),
+                default_entrypoint="fan_out",
+            )
+            .with_state_persister(self.persister)
+            .abuild()
+        )
+        return _FanOutParent(app)
+
+    async def load_fan_out(
+        self, app_id: str, sizes: Sizes
+    ) -> tuple[Sequence[str], Mapping[str, Any]]:
+        assert self.persister is not None
+        parent = await self.persister.load(chat.PARTITION_KEY, app_id)
+        # Burr names child j of a MapStates by its parent's app id and "0-j".
+        last = _stable_app_id_hash(app_id, f"0-{sizes.w5_children - 1}")
+        child = await self.persister.load(chat.PARTITION_KEY, last)
+        assert parent is not None, f"{app_id} is not stored"
+        assert child is not None, f"{app_id}'s last child {last} is not stored"
+        answers: Sequence[str] = parent["state"]["answers"]
+        state: Mapping[str, Any] = child["state"]
+        return answers, state
 
 
 def create(target: Target, options: Options) -> Contender:

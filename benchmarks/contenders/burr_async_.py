@@ -10,11 +10,21 @@ Two contenders: ``burr_async`` is the persister as configured by default (``stor
 a step's row holds what it changed, with a full state every ``snapshot_every=50`` steps at
 most); ``burr_async-snapshot`` passes ``storage="snapshot"`` (every row a full state), in a
 table of its own.
+
+W5 (``burr_async`` only): the parent's entrypoint is a :class:`~burr_async.MapStates` whose
+children run a :class:`~burr_async.RunnableGraph` of ``w5_child_steps`` chained actions
+(``max_concurrency=None``: all at once), on the parent's persister. The commits of the child
+steps are counted through the seam the tracing hook uses (``COMMIT_BATCH`` of
+``burr_async.persistence._observed``): the group writer notes, for every row, the size of the
+commit that stored it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import cache
 from typing import Any, ClassVar, Literal
 
 import sqlalchemy as sa
@@ -23,6 +33,7 @@ from benchmarks import chat
 from benchmarks.contenders.base import (
     ChatApp,
     Contender,
+    FanOutApp,
     HaltingChat,
     Options,
     Stored,
@@ -30,16 +41,24 @@ from benchmarks.contenders.base import (
 )
 from benchmarks.contenders.provision import engine_url
 from benchmarks.targets import Target
+from benchmarks.workloads import Sizes
 from burr_async import (
+    Action,
     Application,
     ApplicationBuilder,
+    ApplicationContext,
     AsyncBaseStatePersister,
+    GraphBuilder,
+    MapStates,
+    RunnableGraph,
     SQLAlchemyPersister,
     State,
     action,
     default,
 )
+from burr_async.parallelism import child_app_id
 from burr_async.persistence import create_engine, migrate
+from burr_async.persistence._observed import COMMIT_BATCH
 
 __all__ = [
     "BurrAsyncContender",
@@ -117,9 +136,74 @@ async def build_chat_app(
     return await builder.abuild()
 
 
+def _child_action(step: int) -> Action:
+    """Child step ``step`` of W5: one assistant message appended (``chat.fanout_step``)."""
+
+    @action(reads=["question", "chat_history"], writes=["response", "chat_history"])
+    async def reply(state: State) -> State:
+        history, response = chat.fanout_step(state["chat_history"], state["question"], step)
+        return state.update(chat_history=history, response=response)
+
+    return reply
+
+
+@cache
+def child_graph(steps: int) -> RunnableGraph:
+    """W5's child: ``steps`` actions ``step_0 -> step_1 -> ...``, halting after the last."""
+    names = [f"step_{i}" for i in range(steps)]
+    graph = (
+        GraphBuilder()
+        .with_actions(**{name: _child_action(i) for i, name in enumerate(names)})
+        .with_transitions(*itertools.pairwise(names))
+        .build()
+    )
+    return RunnableGraph(graph, names[0], (names[-1],))
+
+
+class FanOutChats(MapStates):
+    """W5's fan-out: one child per question of ``questions``, each a small chat through
+    :func:`child_graph`; ``answers`` gets every child's last ``response``, in order."""
+
+    def __init__(self, child: RunnableGraph) -> None:
+        super().__init__()
+        self.child = child
+
+    @property
+    def reads(self) -> list[str]:
+        return ["questions"]
+
+    @property
+    def writes(self) -> list[str]:
+        return ["answers"]
+
+    def action(self, state: State, inputs: dict[str, Any]) -> RunnableGraph:
+        return self.child
+
+    def states(
+        self, state: State, context: ApplicationContext, inputs: dict[str, Any]
+    ) -> list[State]:
+        return [State(chat.fanout_child_state(q)) for q in state["questions"]]
+
+    def reduce(self, state: State, states: Iterable[State]) -> State:
+        return state.update(answers=[s["response"] for s in states])
+
+
+class _FanOutParent:
+    """A W5 parent: one ``arun`` that halts after its fan-out step."""
+
+    __slots__ = ("app",)
+
+    def __init__(self, app: Application) -> None:
+        self.app = app
+
+    async def run(self) -> None:
+        await self.app.arun(halt_after=["fan_out"])
+
+
 class BurrAsyncContender(Contender):
     key = "burr_async"
     long_chat = True
+    fan_out = True
     storage: ClassVar[Literal["delta", "snapshot"]] = "delta"
     table: ClassVar[str] = TABLE
 
@@ -202,13 +286,48 @@ class BurrAsyncContender(Contender):
             ).one()
         return Stored(int(row[0]), int(row[1]), int(row[2]))
 
+    async def new_fan_out(self, app_id: str, sizes: Sizes) -> FanOutApp:
+        assert self.persister is not None
+        app = await (
+            ApplicationBuilder()
+            .with_actions(fan_out=FanOutChats(child_graph(sizes.w5_child_steps)))
+            .with_state(chat.fanout_parent_state(sizes.w5_children))
+            .with_entrypoint("fan_out")
+            .with_identifiers(app_id=app_id, partition_key=chat.PARTITION_KEY)
+            .with_state_persister(self.persister)
+            .abuild()
+        )
+        return _FanOutParent(app)
+
+    async def load_fan_out(
+        self, app_id: str, sizes: Sizes
+    ) -> tuple[Sequence[str], Mapping[str, Any]]:
+        assert self.persister is not None
+        parent = await self.persister.load(chat.PARTITION_KEY, app_id)
+        last = child_app_id(app_id, 0, sizes.w5_children - 1)  # the parent's step 0
+        child = await self.persister.load(chat.PARTITION_KEY, last)
+        assert parent is not None, f"{app_id} is not stored"
+        assert child is not None, f"{app_id}'s last child {last} is not stored"
+        return parent.state["answers"], child.state
+
+    @contextmanager
+    def count_commits(self) -> Iterator[Callable[[], list[int] | None]]:
+        notes: list[int] = []
+        token = COMMIT_BATCH.set(notes)  # seen by every task started below, children's too
+        try:
+            yield lambda: notes
+        finally:
+            COMMIT_BATCH.reset(token)
+
 
 class BurrAsyncSnapshotContender(BurrAsyncContender):
-    """The same, with ``storage="snapshot"``: every step's full state, as before deltas."""
+    """The same, with ``storage="snapshot"``: every step's full state, as before deltas. It
+    does not run W5 (a fan-out's storage is burr_async's default's)."""
 
     key = "burr_async-snapshot"
     storage = "snapshot"
     table = "burr_async_snapshot_steps"
+    fan_out = False
 
     def supports(self, workload: str) -> bool:
         # W0 has no persister: it would be burr_async's W0 again.

@@ -1,6 +1,7 @@
 """The benchmark harness's smoke run (``make bench-quick``): it completes and reports every
 workload it ran. Nothing about timing is asserted; the figures of a smoke run mean nothing,
-except W4's stored bytes, which are deterministic: deltas must store less than snapshots."""
+except W4's stored bytes, which are deterministic: deltas must store less than snapshots, and
+W5's commit count, which is bounded by its child steps."""
 
 from __future__ import annotations
 
@@ -9,13 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.databases import POSTGRES_URL, REQUIRE_POSTGRES
 
 ROOT = Path(__file__).resolve().parents[2]
-WORKLOADS = ("W0", "W1", "W2", "W3", "W4")
+WORKLOADS = ("W0", "W1", "W2", "W3", "W4", "W5")
 QUICK_CONTENDERS = ("raw", "burr_async", "burr_async-snapshot")
 BURR_ASYNC = ("burr_async", "burr_async-snapshot")
 W4_STEPS = 40  # benchmarks.workloads.QUICK
+W5_CHILD_STEPS = 5 * 5  # benchmarks.workloads.QUICK: 5 children x 5 steps
 
 # Quick mode must need nothing from the bench extra: run it with those packages unimportable,
 # whether or not they are installed here.
@@ -54,13 +58,15 @@ def test_quick_run_completes_and_reports_every_workload(tmp_path: Path) -> None:
     expected = [("W0", "memory")] + [(w, b) for w in WORKLOADS[1:] for b in backends]
     assert sorted((r["workload"], r["backend"]) for r in report["ran"]) == sorted(expected)
 
-    # W0 has no persister (burr_async's storage modes are the same there); W4 is burr_async's.
+    # W0 has no persister (burr_async's storage modes are the same there); W4 is burr_async's;
+    # W5 burr_async's default storage.
     runs = {
         "W0": ("raw", "burr_async"),
         "W1": QUICK_CONTENDERS,
         "W2": QUICK_CONTENDERS,
         "W3": QUICK_CONTENDERS,
         "W4": BURR_ASYNC,
+        "W5": ("burr_async",),
     }
     measured = {(m["workload"], m["backend"], m["contender"]) for m in report["medians"]}
     wanted = {(w, b, c) for w, b in expected for c in runs[w]}
@@ -96,3 +102,20 @@ def test_quick_run_completes_and_reports_every_workload(tmp_path: Path) -> None:
                 line.startswith(f"| {backend} | {label} |") for line in proc.stdout.splitlines()
             ), f"no W4 row for {contender} on {backend}:\n{proc.stdout}"
     assert "| W4 long chat |" in proc.stdout  # its targets
+
+    # W5: burr_async's fan-out figures per backend, with its commits counted, and its table.
+    fanout = {(r["backend"], r["contender"]): r for r in report["fanout"]}
+    assert sorted(fanout) == sorted((b, "burr_async") for b in backends)
+    for backend in backends:
+        figures = fanout[(backend, "burr_async")]
+        assert figures["workload"] == "W5"
+        assert figures["parent_ms"] > 0 and figures["child_steps_per_s"] > 0, figures
+        assert 1 <= figures["commits"] <= W5_CHILD_STEPS, figures
+        assert figures["steps_per_commit"] == pytest.approx(W5_CHILD_STEPS / figures["commits"])
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if "| parent step (ms) |" in line)
+    table = lines[header : header + 2 + len(backends)]
+    for backend in backends:
+        assert any(line.startswith(f"| {backend} | burr_async | ") for line in table), (
+            f"no W5 row for burr_async on {backend}:\n{proc.stdout}"
+        )
