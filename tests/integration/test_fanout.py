@@ -18,6 +18,8 @@ from burr_async import (
     ApplicationBuilder,
     ApplicationContext,
     ConcurrentStepError,
+    MapActions,
+    MapActionsAndStates,
     MapStates,
     ParentPointer,
     SQLAlchemyPersister,
@@ -257,3 +259,99 @@ async def test_two_workers_resuming_one_fan_out_commit_each_child_step_once(
         children = await one.list_apps("race", limit=1000)
         spawned = [s for s in children if s.spawning_parent == ParentPointer(app_id, "race", 0)]
         assert len(spawned) == 4
+
+
+@action(reads=["x"], writes=["y"])
+async def double(state: State) -> State:
+    return state.update(y=state["x"] * 2)
+
+
+@action(reads=["x"], writes=["y"])
+async def add_ten(state: State) -> State:
+    return state.update(y=state["x"] + 10)
+
+
+class EachState(MapStates):
+    reads = ["xs"]
+    writes = ["ys"]
+
+    def action(self, state: State, inputs: dict[str, Any]) -> Any:
+        return double
+
+    def states(self, state: State, context: ApplicationContext, inputs: dict[str, Any]) -> Any:
+        return [state.update(x=x) for x in state["xs"]]
+
+    async def reduce(self, state: State, states: Any) -> State:
+        return state.update(ys=[s["y"] async for s in states])
+
+
+class EachAction(MapActions):
+    reads = ["xs"]
+    writes = ["ys"]
+
+    def actions(self, state: State, context: ApplicationContext, inputs: dict[str, Any]) -> Any:
+        return [double, add_ten]
+
+    def state(self, state: State, inputs: dict[str, Any]) -> State:
+        return state.update(x=state["xs"][0])
+
+    def reduce(self, state: State, states: Any) -> State:
+        return state.update(ys=[s["y"] for s in states])
+
+
+class EveryPair(MapActionsAndStates):
+    reads = ["xs"]
+    writes = ["ys"]
+
+    async def actions(
+        self, state: State, context: ApplicationContext, inputs: dict[str, Any]
+    ) -> Any:
+        yield double
+        yield add_ten
+
+    async def states(
+        self, state: State, context: ApplicationContext, inputs: dict[str, Any]
+    ) -> Any:
+        for x in state["xs"]:
+            yield state.update(x=x)
+
+    def reduce(self, state: State, states: Any) -> State:
+        return state.update(ys=[s["y"] for s in states])
+
+
+@pytest.mark.parametrize(
+    ("fan_out", "expected"),
+    [(EachState(), [2, 4]), (EachAction(), [2, 11]), (EveryPair(), [2, 4, 11, 12])],
+    ids=["MapStates", "MapActions", "MapActionsAndStates"],
+)
+async def test_each_fan_out_class_stores_its_children_and_the_cli_lists_them(
+    db: Database, fan_out: Any, expected: list[int]
+) -> None:
+    app_id = f"parent-{uuid.uuid4().hex[:8]}"
+    async with db.persister() as persister:
+        app = await (
+            ApplicationBuilder()
+            .with_actions(fan=fan_out)
+            .with_transitions(("fan", "fan"))
+            .with_state(xs=[1, 2])
+            .with_entrypoint("fan")
+            .with_state_persister(persister)
+            .with_identifiers(app_id=app_id, partition_key="cls")
+            .abuild()
+        )
+        _, _, state = await app.arun(halt_after=["fan"])
+        assert state["ys"] == expected
+        children = await persister.list_children("cls", app_id, 0)
+        ids = {child_app_id(app_id, 0, i) for i in range(len(expected))}
+        assert {c.app_id for c in children} == ids
+        assert {c.spawning_parent for c in children} == {ParentPointer(app_id, "cls", 0)}
+    args = ["--url", db.url, *(["--schema", db.schema] if db.schema else [])]
+    listed = await anyio.run_process(
+        [sys.executable, "-c", "from burr_async.cli import main; main()", *args,
+         "apps", "-p", "cls", "--spawned-by", f"{app_id}@0"],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "250"},
+    )  # fmt: skip
+    out = listed.stdout.decode()
+    assert all(child in out for child in ids), out
+    assert out.count(f"{app_id}@0") == len(expected), out
