@@ -415,7 +415,7 @@ def _parents(step: PersistedStateData) -> list[dict[str, Any]]:
     parents = []
     for kind, pointer in (
         ("forked from", step.parent),
-        ("spawned by", getattr(step, "spawning_parent", None)),
+        ("spawned by", step.spawning_parent),
     ):
         if pointer is not None:
             parents.append(

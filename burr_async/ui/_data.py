@@ -19,8 +19,7 @@ from typing import Literal, Protocol
 
 import sqlalchemy as sa
 
-from burr_async.persistence import _retention
-from burr_async.persistence._dialect import as_utc
+from burr_async.persistence import _retention, _rows
 from burr_async.persistence.base import AppSummary, PersistedStateData, Status
 from burr_async.persistence.sqlalchemy import SQLAlchemyPersister
 from burr_async.ui._graph import MAX_EDGES, Observed
@@ -119,6 +118,7 @@ async def _exact(reader: ReadAPI, query: AppQuery) -> list[AppSummary]:
             step.position,
             step.status,
             step.created_at,
+            step.spawning_parent,
         )
     ]
 
@@ -139,17 +139,7 @@ async def _search(persister: SQLAlchemyPersister, query: AppQuery, most: int) ->
     else:  # not LIKE: no wildcard to escape, and case-sensitive on SQLite too
         condition = sa.func.substr(t.c.app_uid, 1, len(query.search)) == query.search
     rows = await persister._select(statement.where(condition), "Searching apps")
-    return [
-        AppSummary(
-            row.partition_key or None,
-            row.app_uid,
-            row.sequence_id,
-            row.position,
-            row.status,
-            as_utc(row.created_at),
-        )
-        for row in rows
-    ]
+    return _rows.summaries(rows)  # with each app's spawning parent, as list_apps gives
 
 
 async def _scan(reader: ReadAPI, query: AppQuery, most: int) -> list[AppSummary]:

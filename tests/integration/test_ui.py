@@ -9,7 +9,6 @@ Each test stores its apps under a partition key of its own: the session's table 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import html
 import os
@@ -29,8 +28,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from burr_async import ApplicationBuilder, InMemoryPersister, Result, State, action, default, expr
-from burr_async.persistence.base import ParentPointer, PersistedStateData
+from burr_async import ApplicationBuilder, Result, State, action, default, expr
+from burr_async.persistence.base import ParentPointer
 from burr_async.persistence.sqlalchemy import SQLAlchemyPersister
 from burr_async.ui import create_app
 from tests.databases import Database
@@ -271,42 +270,22 @@ async def test_fork_parent_links(persister: SQLAlchemyPersister) -> None:
         assert "Step 0 is not stored in this application (it may be in its parent)" in first
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Spawned(PersistedStateData):
-    """A stored step with the spawning parent another change adds to PersistedStateData."""
-
-    spawning_parent: ParentPointer | None = None
-
-
-class _SpawningPersister(InMemoryPersister):
-    """An in-memory persister whose steps of ``child`` name a spawning parent."""
-
-    SPAWNER = ParentPointer("<b>spawner</b>", "tenant", 3)
-
-    def _with_parent(self, step: PersistedStateData) -> PersistedStateData:
-        if step.app_id != "child":
-            return step
-        fields = {f.name: getattr(step, f.name) for f in dataclasses.fields(step)}
-        return _Spawned(**{**fields, "spawning_parent": self.SPAWNER})
-
-    async def load(
-        self, partition_key: str | None, app_id: str, sequence_id: int | None = None
-    ) -> PersistedStateData | None:
-        step = await super().load(partition_key, app_id, sequence_id)
-        return None if step is None else self._with_parent(step)
-
-
-async def test_spawning_parent_link() -> None:
-    persister = _SpawningPersister()
-    await fill(persister, None, "child", ["ask", "answer"])
+async def test_spawning_parent_link(persister: SQLAlchemyPersister) -> None:
+    pk = unique("ui-spawn")
+    spawner = ParentPointer("<b>spawner</b>", pk, 3)
+    child = unique("child")
+    for seq, position in enumerate(["ask", "answer"]):
+        await persister.save(
+            pk, child, seq, position, State({"n": seq}), "completed", spawning_parent=spawner
+        )
     async with serve(create_app(persister)) as base, httpx.AsyncClient(base_url=base) as client:
         for page in (
-            await get(client, "/app", id="child"),
-            await get(client, "/step", id="child", seq=1),
+            await get(client, "/app", id=child, partition=pk),
+            await get(client, "/step", id=child, partition=pk, seq=1),
         ):
             assert "spawned by" in page and "forked from" not in page
-            assert 'href="/app?id=%3Cb%3Espawner%3C%2Fb%3E&amp;partition=tenant"' in page
-            assert "&lt;b&gt;spawner&lt;/b&gt;" in page
+            assert f'href="/app?id=%3Cb%3Espawner%3C%2Fb%3E&amp;partition={pk}"' in page
+            assert "&lt;b&gt;spawner&lt;/b&gt;" in page and "<b>spawner" not in page
             assert "seq=3" in page
 
 
