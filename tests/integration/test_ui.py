@@ -287,6 +287,11 @@ async def test_spawning_parent_link(persister: SQLAlchemyPersister) -> None:
             assert f'href="/app?id=%3Cb%3Espawner%3C%2Fb%3E&amp;partition={pk}"' in page
             assert "&lt;b&gt;spawner&lt;/b&gt;" in page and "<b>spawner" not in page
             assert "seq=3" in page
+        listed = await get(client, "/", partition=pk, scope="named")
+        assert "<th>spawned by</th>" in listed
+        assert f'href="/step?id=%3Cb%3Espawner%3C%2Fb%3E&amp;partition={pk}&amp;seq=3"' in listed
+        searched = await get(client, "/", q=child, match="prefix")  # the search query
+        assert "<th>spawned by</th>" in searched and "&lt;b&gt;spawner&lt;/b&gt;" in searched
 
 
 def chat_builder() -> ApplicationBuilder:
