@@ -23,10 +23,13 @@ import inspect
 import uuid
 from abc import abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 
 from burr_async.actions import CONTEXT_INPUT, Action, ResultDict
+from burr_async.application import Application
+from burr_async.builder import ApplicationBuilder
 from burr_async.context import ApplicationContext
 from burr_async.errors import (
     ChildApplicationError,
@@ -36,9 +39,6 @@ from burr_async.errors import (
 )
 from burr_async.graph import Graph, GraphBuilder
 from burr_async.state import State
-
-if TYPE_CHECKING:
-    from burr_async.application import Application
 
 __all__ = [
     "MapActions",
@@ -256,18 +256,16 @@ async def _run_children(
     """Run (or resume) every child, at most ``max_concurrency`` at once, and return their
     final states in submission order; raise for the first child that failed."""
     limit = fan_out.max_concurrency
-    gate = asyncio.Semaphore(limit) if limit is not None else None
+    gate: AbstractAsyncContextManager[Any] = (
+        asyncio.Semaphore(limit) if limit is not None else nullcontext()
+    )
     finals: list[State | None] = [None] * len(children)
     failures: list[tuple[_Child, str | None, Exception]] = []
 
     async def run_one(child: _Child) -> None:
         app: Application | None = None
         try:
-            if gate is not None:
-                async with gate:
-                    app = await _child_app(context, child)
-                    finals[child.index] = await _finish(app, child, inputs)
-            else:
+            async with gate:
                 app = await _child_app(context, child)
                 finals[child.index] = await _finish(app, child, inputs)
         except Exception as exc:
@@ -302,8 +300,6 @@ async def _run_children(
 async def _child_app(context: ApplicationContext, child: _Child) -> Application:
     """The child's application: resumed from the parent's storage when it has steps there,
     else new, at the graph's entrypoint with the child's state."""
-    from burr_async.builder import ApplicationBuilder  # the builder imports the actions
-
     assert context.first_attempt_sequence_id is not None
     builder = (
         ApplicationBuilder()
