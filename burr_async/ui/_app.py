@@ -268,12 +268,14 @@ class _UI:
         """One step: its state, the diff from the step before it, its error and the graph."""
         app_id, partition = _app_of(request)
         seq = _required(request.query_params, "seq")
-        step = await self.reader.load(partition, app_id, seq)
+        # the step and the one before it in one read (a delta chain is rebuilt once)
+        window = await self.reader.history(partition, app_id, after_sequence_id=seq - 2, limit=2)
+        by_seq = {stored.sequence_id: stored for stored in window}
+        step, previous = by_seq.get(seq), by_seq.get(seq - 1)
         if step is None:
             if await self.reader.load(partition, app_id) is None:
                 raise HTTPException(404, _unknown(app_id, partition))
             raise HTTPException(404, f"app {app_id!r} has no stored step {seq}")
-        previous = await self.reader.load(partition, app_id, seq - 1) if seq > 0 else None
         latest = await self.reader.load(partition, app_id)
         state = step.state.get_all()
         old = previous.state.get_all() if previous is not None else {}
