@@ -340,7 +340,7 @@ class ApplicationBuilder:
             sequence_id=sequence_id,
             position=position,
             status=status,
-            hooks=_HookSet(self._hooks),
+            hooks=_HookSet.of(self._hooks),
             persister=self._persister,
             parent=parent,
             spawning_parent=spawner,

@@ -183,7 +183,12 @@ class ApplicationGraph(Graph):
     __slots__ = ("_entrypoint",)
 
     def __init__(self, graph: Graph, entrypoint: str) -> None:
-        super().__init__(graph._actions, graph._transitions)
+        # ``graph`` was validated when it was made, and neither graph changes afterwards: share
+        # its tables instead of building and checking them again
+        self._actions = graph._actions
+        self._transitions = graph._transitions
+        self._outgoing = graph._outgoing
+        self._by_tag = graph._by_tag
         self._entrypoint = self.action(entrypoint)
 
     @property

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from burr_async.actions import Action
@@ -226,6 +226,12 @@ class _HookSet:
             None if not wrappers else wrappers[0] if len(wrappers) == 1 else _chain(wrappers)
         )
 
+    @classmethod
+    def of(cls, hooks: Sequence[object]) -> _HookSet:
+        """The hook set of ``hooks``: one shared set when there are none (a set is never
+        changed once made)."""
+        return cls(hooks) if hooks else _NO_HOOKS
+
     def has(self, phase: str) -> bool:
         return bool(self.by_phase[phase])
 
@@ -240,6 +246,10 @@ class _HookSet:
                     await outcome
             except Exception as exc:
                 raise HookError(hook, phase, action_name, kwargs["app_id"]) from exc
+
+
+_NO_HOOKS = _HookSet(())
+"""The hook set of the applications built without hooks."""
 
 
 def _chain(wrappers: list[_SaveWrapper]) -> _SaveWrapper:

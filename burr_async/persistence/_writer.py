@@ -158,7 +158,8 @@ class GroupWriter:
         )
         self._reading = False
         self._active_reads = 0
-        self._idle: anyio.Event | None = None  # set once the writes and reads under way end
+        # made by aclose() when it must wait: set once the writes and reads under way end
+        self._idle: anyio.Event | None = None
         self._closed: anyio.Event | None = None  # set once aclose has returned the connections
         self._unsettled: dict[Key, None] = {}  # keys whose write's outcome was left open
 
@@ -255,7 +256,6 @@ class GroupWriter:
             await pending.wait()
         if not pending.finished:  # idle writer, or leadership handed over to this row
             self._leading = True
-            self._busy()
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             try:
                 await self._flush(batch)
@@ -358,7 +358,6 @@ class GroupWriter:
         """``query(driver, *args)`` on the held reader connection, or on a connection from the
         pool while another read holds it."""
         self._active_reads += 1
-        self._busy()
         try:
             if self._reading:
                 async with self._engine.connect() as conn:
@@ -392,12 +391,8 @@ class GroupWriter:
         return self.dialect.parse_created_at(value)
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def _busy(self) -> None:
-        if self._idle is None:
-            self._idle = anyio.Event()
-
     def _set_idle(self) -> None:
-        if not self._leading and not self._active_reads and self._idle is not None:
+        if self._idle is not None and not self._leading and not self._active_reads:
             self._idle.set()
             self._idle = None
 
@@ -405,7 +400,9 @@ class GroupWriter:
         """Wait for the writes and reads under way, then return the held connections. Safe to
         call several times, and concurrently: every caller waits for the same end, the held
         connections back in the pool (so that a caller may dispose the engine next)."""
-        while self._idle is not None:
+        while self._leading or self._active_reads:  # writes or reads under way
+            if self._idle is None:
+                self._idle = anyio.Event()
             await self._idle.wait()
         if self._closed is not None:  # another caller is returning them: wait for it
             await self._closed.wait()
