@@ -68,6 +68,7 @@ from burr_async.persistence.models import (
     runs_on,
     schema_status,
     stores_deltas,
+    stores_spawning_parents,
     validate_identifier,
 )
 from burr_async.persistence.sqlalchemy import SQLAlchemyPersister
@@ -437,13 +438,22 @@ def check(settings: Settings) -> None:
         raise SchemaAheadError(settings.table, found, HEAD_REVISION)
     if not runs_on(status):
         raise SchemaOutOfDateError(settings.table, found, HEAD_REVISION, "")
-    without = "no spawning parents" if stores_deltas(found) else "full states, no spawning parents"
+    without = _without(found)
     note = {
         "current": "head",
         "compatible": f"newer than {HEAD_REVISION}, and compatible",
         "previous": f"runs, storing {without} until 'db upgrade' brings it to {HEAD_REVISION}",
     }[status]
     click.echo(_printable(f"table {settings.table!r} is at revision {found} ({note})"))
+
+
+def _without(found: str | None) -> str:
+    """What the persister leaves out on a table at the earlier revision ``found``."""
+    if not stores_deltas(found):
+        return "full states, no spawning parents"
+    if not stores_spawning_parents(found):
+        return "no spawning parents, no trimmed lists in deltas"
+    return "no trimmed lists in deltas (a list shortened at the front is stored whole)"
 
 
 # -- reading ----------------------------------------------------------------------------------

@@ -1,14 +1,19 @@
 """Delta rows: a step stored as what it changed since the step before it.
 
 A delta row (column ``delta`` true) holds in ``state`` the JSON array
-``["delta", {"set": {...}, "append": {...}, "drop": [...]}]``, whose sections (each left out
-when empty) say what the step did to the state of the step before it:
+``["delta", {"set": {...}, "trim": {...}, "append": {...}, "drop": [...]}]``, whose sections
+(each left out when empty) say what the step did to the state of the step before it:
 
 - ``set``: the keys it added or replaced, with their values as the serde encodes them;
+- ``trim``: the list keys it shortened at the front, with how many items it removed there (a
+  window of the last messages: the oldest leave at the front, the new ones are appended);
 - ``append``: the list keys it extended, with the items it added at the end;
 - ``drop``: the keys it removed.
 
-A key is in one section at most. Every other row holds the full state, as before. A state is
+A key is in one section at most, except that a list may be in both ``trim`` and ``append``
+(removing at the front and adding at the end commute). ``trim`` is written only to a table at
+revision 0005 or later (``models.TRIM_REVISION``), which no earlier release reads. Every other
+row holds the full state, as before. A state is
 rebuilt from the nearest full row at or before it and the deltas after that one, in order; on
 the JSON as stored (tags still encoded), so no code of the application runs to rebuild it, and
 the serde decodes the result exactly as it would a full row.
@@ -29,8 +34,9 @@ import logging
 import operator
 import weakref
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice, repeat
 from typing import Any
 
 import orjson
@@ -50,7 +56,7 @@ DEFAULT_SNAPSHOT_EVERY = 50
 _CHAINS_LIMIT = 10_000  # apps remembered by one encoder; a forgotten one writes a full state next
 _MISSING: Any = object()
 _log = logging.getLogger("burr_async.persistence")
-_SECTIONS = ("set", "append", "drop")
+_SECTIONS = ("set", "trim", "append", "drop")
 _TAG = "__burr_async__"  # in a stored text, a sign that the serde must decode its tags
 
 
@@ -84,10 +90,20 @@ class DeltaEncoder:
         self._every = snapshot_every
         self._chains: dict[tuple[str, str], Chain] = {}
 
-    def encode(self, partition_key: str, app_id: str, sequence_id: int, state: State) -> Encoded:
+    def encode(
+        self,
+        partition_key: str,
+        app_id: str,
+        sequence_id: int,
+        state: State,
+        *,
+        trims: bool = True,
+    ) -> Encoded:
         """The row of ``state`` at ``sequence_id``: a delta over the app's remembered state
         when that is the state at ``sequence_id - 1`` and no full state is due, else the full
-        state. SerializationError, naming the key, for a value the serde does not write."""
+        state. With ``trims`` false the delta has no ``trim`` section (a table before revision
+        0005): a list shortened at the front is stored whole. SerializationError, naming the
+        key, for a value the serde does not write."""
         chain = self._chains.get((partition_key, app_id))
         base = None
         if (
@@ -97,7 +113,7 @@ class DeltaEncoder:
         ):
             base = chain.state()
         if chain is not None and base is not None:
-            text = self._delta(base, state)
+            text = self._delta(base, state, trims)
             if chain.delta_bytes + len(text) <= chain.snapshot_bytes:
                 return Encoded(
                     text,
@@ -113,22 +129,29 @@ class DeltaEncoder:
         full = self._serde.dumps(state)
         return Encoded(full, False, Chain(sequence_id, weakref.ref(state), 0, 0, len(full)))
 
-    def _delta(self, base: State, state: State) -> bytes:
+    def _delta(self, base: State, state: State, trims: bool) -> bytes:
         old, new = base._data, state._data
         sets: dict[str, Any] = {}
+        trimmed: dict[str, int] = {}
         appends: dict[str, Any] = {}
         for key, value in new.items():
             before = old.get(key, _MISSING)
             if before is value:
                 continue
-            added = _appended(state, key, before, value)
-            if added is None:
+            change = _list_change(state, key, before, value, trims)
+            if change is None:
                 sets[key] = value
-            elif added:
+                continue
+            removed, added = change
+            if removed:
+                trimmed[key] = removed
+            if added:
                 appends[key] = value[-added:]
         parts = []
         if sets:
             parts.append(b'"set":' + self._serde.dumps(sets))
+        if trimmed:
+            parts.append(b'"trim":' + orjson.dumps(trimmed))
         if appends:
             parts.append(b'"append":' + self._serde.dumps(appends))
         drops = [key for key in old if key not in new]
@@ -154,6 +177,30 @@ class DeltaEncoder:
         else:
             for key in [k for k in self._chains if k[0] == partition_key]:
                 del self._chains[key]
+
+
+def _list_change(
+    state: State, key: str, before: Any, value: Any, trims: bool
+) -> tuple[int, int] | None:
+    """``(removed, added)`` when the list ``value`` is the list ``before`` with ``removed``
+    items taken off its front (only when ``trims``) and ``added`` put at its end, else None
+    (``value`` is stored whole). The kept items must be the very same objects, as for
+    :func:`_appended`; a kept run is looked for from the first occurrence in ``before`` of
+    ``value``'s first item, so a list whose items repeat one object may be stored whole."""
+    added = _appended(state, key, before, value)
+    if added is not None:
+        return 0, added
+    if not trims or type(value) is not list or type(before) not in (list, tuple) or not value:
+        return None
+    first = value[0]
+    try:  # by identity, at C speed (``index`` would compare with ``==``)
+        removed = list(map(operator.is_, before, repeat(first))).index(True, 1)
+    except ValueError:
+        return None
+    kept = len(before) - removed
+    if len(value) < kept or not all(map(operator.is_, islice(before, removed, None), value)):
+        return None
+    return removed, len(value) - kept
 
 
 def _appended(state: State, key: str, before: Any, value: Any) -> int | None:
@@ -265,8 +312,8 @@ def _apply(state: dict[str, Any], text: str, *, copy_lists: bool) -> dict[str, A
         or type(delta[1]) is not dict
     ):
         raise DamagedHistoryError(
-            'its stored delta is not of the form ["delta", {"set": ..., "append": ..., '
-            '"drop": [...]}]'
+            'its stored delta is not of the form ["delta", {"set": ..., "trim": ..., '
+            '"append": ..., "drop": [...]}]'
         )
     for section, values in delta[1].items():
         if section == "append" and type(values) is dict:
@@ -280,6 +327,22 @@ def _apply(state: dict[str, Any], text: str, *, copy_lists: bool) -> dict[str, A
                     state[key] = current + items
                 else:
                     current.extend(items)
+        elif section == "trim" and type(values) is dict:
+            for key, count in values.items():
+                current = state.get(key)
+                if type(current) is not list or type(count) is not int or count < 1:
+                    raise DamagedHistoryError(
+                        f"its delta trims {key!r}, which is not a list in the state before, or "
+                        f"by {count!r}, which is not a count of items"
+                    )
+                if count > len(current):
+                    raise DamagedHistoryError(
+                        f"its delta trims {count} items off {key!r}, which has {len(current)}"
+                    )
+                if copy_lists:
+                    state[key] = current[count:]
+                else:
+                    del current[:count]
         elif section == "set" and type(values) is dict:
             state.update(values)
         elif section == "drop" and type(values) is list:
@@ -332,11 +395,21 @@ def sections(text: bytes) -> Mapping[str, Any] | None:
     return {**ops.get("set", {}), **ops.get("append", {})}
 
 
-def materialize_table(connection: sa.Connection, table: sa.Table) -> int:
-    """Rewrite every delta row of ``table`` as the full state it stands for, app by app (inside
-    the caller's transaction: a migration's); the number of rows rewritten. The rows of an app
-    after a gap in its history (rows removed outside burr_async) cannot be rebuilt: they are
-    left as they are, with a warning on the ``burr_async.persistence`` logger."""
+def has_trim(text: str) -> bool:
+    """Whether the delta row text ``text`` has a ``trim`` section (revision 0005 on)."""
+    parsed = orjson.loads(text)
+    return type(parsed) is list and len(parsed) == 2 and "trim" in parsed[1]
+
+
+def materialize_table(
+    connection: sa.Connection, table: sa.Table, only: Callable[[str], bool] | None = None
+) -> int:
+    """Rewrite every delta row of ``table`` (or every one whose text ``only`` accepts) as the
+    full state it stands for, app by app (inside the caller's transaction: a migration's); the
+    number of rows rewritten. A full row may follow any row, so the deltas after a rewritten
+    one still apply. The rows of an app after a gap in its history (rows removed outside
+    burr_async) cannot be rebuilt: they are left as they are, with a warning on the
+    ``burr_async.persistence`` logger."""
     t = table
     apps = connection.execute(
         sa.select(t.c.partition_key, t.c.app_uid).where(t.c.delta == sa.true()).distinct()
@@ -349,7 +422,9 @@ def materialize_table(connection: sa.Connection, table: sa.Table) -> int:
             .order_by(t.c.sequence_id)
         ).all()
         chain = [(seq, bool(delta), text) for seq, delta, text in rows]
-        deltas = {seq for seq, delta, _text in chain if delta}
+        deltas = {seq for seq, delta, text in chain if delta and (only is None or only(text))}
+        if not deltas:
+            continue
         try:
             for seq, state, _tagged in rebuild(chain):
                 if seq in deltas:

@@ -20,27 +20,29 @@ __all__ = [
     "OLDEST_RUNNABLE",
     "SPAWN_COLUMNS",
     "SPAWN_REVISION",
+    "TRIM_REVISION",
     "SchemaStatus",
     "build_table",
     "runs_on",
     "schema_status",
     "stores_deltas",
     "stores_spawning_parents",
+    "stores_trims",
     "validate_identifier",
     "version_table_name",
 ]
 
 DEFAULT_TABLE_NAME = "burr_state"
-HEAD_REVISION = "0004_0003"
+HEAD_REVISION = "0005"
 """The migration revision this version of the package expects (checked against the scripts by
 the test suite)."""
-KNOWN_REVISIONS = ("0001", "0002_0001", "0003", "0004_0003")
+KNOWN_REVISIONS = ("0001", "0002_0001", "0003", "0004_0003", "0005")
 """Every revision of this package's scripts, oldest first: a database at one of them is behind,
 previous or current; at any other it was migrated by a newer burr_async."""
 OLDEST_RUNNABLE = "0002_0001"
 """The oldest revision this package's code runs on. Below :data:`DELTA_REVISION` it writes only
 full states, which every older release reads; below :data:`SPAWN_REVISION` it stores no
-spawning parents."""
+spawning parents; below :data:`TRIM_REVISION` its deltas have no ``trim`` section."""
 DELTA_REVISION = "0003"
 """The revision from which the table may hold delta rows (see ``docs/deployment.md``): releases
 before it refuse a table at this revision, so none of them reads a delta as a state."""
@@ -48,6 +50,11 @@ SPAWN_REVISION = "0004_0003"
 """The revision that adds the spawning-parent columns (:data:`SPAWN_COLUMNS`). Below it the
 persister writes and reads the table without them, and refuses to store a spawning parent
 (SchemaOutOfDateError naming ``db upgrade``)."""
+TRIM_REVISION = "0005"
+"""The revision from which delta rows may hold a ``trim`` section (items removed at the front of
+a list: a window of the last messages, see ``docs/persistence/index.md``). Releases before it
+refuse a table at this revision, so none of them meets a section it does not know; below it
+the persister stores such a change as the whole new list."""
 SPAWN_COLUMNS = ("spawn_app_uid", "spawn_partition_key", "spawn_sequence_id")
 """The columns of a sub-application's pointer to the parent step that spawned it (all NULL on
 the rows of an application that has none), the last of the table: a table below
@@ -104,15 +111,23 @@ def runs_on(status: SchemaStatus) -> bool:
 def stores_deltas(found: str | None) -> bool:
     """Whether a table at revision ``found`` may hold delta rows: at :data:`DELTA_REVISION`
     or a newer revision this package runs on."""
-    if found is None or schema_status(found) not in ("current", "compatible"):
+    if found is None or not runs_on(schema_status(found)):
         return False
     return _number(found) >= _number(DELTA_REVISION)
+
+
+def stores_trims(found: str | None) -> bool:
+    """Whether delta rows of a table at revision ``found`` may hold a ``trim`` section: at
+    :data:`TRIM_REVISION` or a newer revision this package runs on."""
+    if found is None or not runs_on(schema_status(found)):
+        return False
+    return _number(found) >= _number(TRIM_REVISION)
 
 
 def stores_spawning_parents(found: str | None) -> bool:
     """Whether a table at revision ``found`` has the spawning-parent columns: at
     :data:`SPAWN_REVISION` or a newer revision this package runs on."""
-    if found is None or schema_status(found) not in ("current", "compatible"):
+    if found is None or not runs_on(schema_status(found)):
         return False
     return _number(found) >= _number(SPAWN_REVISION)
 

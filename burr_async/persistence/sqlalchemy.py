@@ -43,6 +43,7 @@ from burr_async.persistence.models import (
     schema_status,
     stores_deltas,
     stores_spawning_parents,
+    stores_trims,
     version_table_name,
 )
 from burr_async.serde import OrjsonSerde, Serde
@@ -84,7 +85,9 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
     not O(n²). Every read returns full states. ``storage="snapshot"`` stores every step's full
     state, for those who query states in SQL. Delta rows are written only once the table is at
     revision 0003 (``docs/deployment.md``), and only with an
-    :class:`~burr_async.serde.OrjsonSerde` (another serde's states are stored whole).
+    :class:`~burr_async.serde.OrjsonSerde` (another serde's states are stored whole); from
+    revision 0005 a list shortened at the front (a window of the last messages) is stored as
+    the items removed and added, before it as the whole new list.
 
     A sub-application's steps carry its spawning parent (``save(..., spawning_parent=...)``),
     returned by every read, and :meth:`list_children` finds the apps a step spawned. On a table
@@ -135,6 +138,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             else None
         )
         self._deltas = False  # set by the schema check: whether the table takes delta rows
+        self._trims = False  # and whether they may have a trim section (revision 0005 on)
         # set by the schema check: whether the table has the spawn_* columns (the revision it
         # was found at); without them self._table and the dialect are those of revision 0003
         self._spawning = True
@@ -271,6 +275,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             if not runs_on(schema_status(found)):
                 raise self._out_of_date(found)
             self._deltas = self._encoder is not None and stores_deltas(found)
+            self._trims = stores_trims(found)
             spawning = stores_spawning_parents(found)
             if spawning != self._spawning:
                 self._use_table(spawning)
@@ -388,7 +393,7 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
                 raise self._refuse_spawning_parent()
             pk = partition_key or ""
             written = (
-                self._encoder.encode(pk, app_id, sequence_id, state)
+                self._encoder.encode(pk, app_id, sequence_id, state, trims=self._trims)
                 if self._deltas and self._encoder is not None
                 else None
             )

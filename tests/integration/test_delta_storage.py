@@ -256,6 +256,8 @@ _ops = st.lists(
         st.tuples(st.just("update"), _keys, _values),
         st.tuples(st.just("wipe"), _keys, st.none()),
         st.tuples(st.just("by_hand"), _keys, _values),
+        st.tuples(st.just("window"), _keys, _values),  # the first item out, one in at the end
+        st.tuples(st.just("shift"), _keys, st.none()),  # the first item out
     ),
     min_size=1,
     max_size=25,
@@ -265,8 +267,12 @@ _ops = st.lists(
 def _step(state: State, op: tuple[str, str, Any]) -> State:
     kind, key, value = op
     current = state.get(key)
-    if kind in ("append", "extend", "by_hand") and not isinstance(current, list):
+    if kind in ("append", "extend", "by_hand", "window", "shift") and not isinstance(current, list):
         return state.update(**{key: [value]})
+    if kind == "window":
+        return state.update(**{key: [*current[1:], value]})
+    if kind == "shift":
+        return state.update(**{key: current[1:]})
     if kind == "append":
         return state.append(**{key: value})
     if kind == "extend":
@@ -520,6 +526,8 @@ async def test_the_documented_sql_rebuilds_the_latest_state_on_postgres(
         states = [State({"chat": [], "draft": "x", "turn": 0, "profile": PROFILE})]
         for seq in range(15):
             state = states[-1].append(chat={"n": seq}).increment(turn=1)
+            if seq >= 11:  # a window of the last 8 messages from here: trim and append
+                state = state.update(chat=[*states[-1]["chat"][-7:], {"n": seq}])
             if seq == 12:
                 state = state.wipe(delete=["draft"])
             states.append(state)
@@ -529,4 +537,5 @@ async def test_the_documented_sql_rebuilds_the_latest_state_on_postgres(
         async with persister.engine.connect() as conn:
             found = (await conn.execute(sa.text(query))).scalar_one()
         assert State(found) == states[-1]
-        assert [delta for _, delta, _ in await rows(persister, app_id)][-1] is True
+        stored = await rows(persister, app_id)
+        assert stored[-1][1] is True and '"trim"' in stored[-1][2]

@@ -170,7 +170,7 @@ async def test_aclose_waits_for_a_load_under_way(
 
 @pytest.mark.parametrize(
     ("revision", "runs"),
-    [("0005_0004", True), ("0007_0001", True), ("0005", False), ("0005_0005", False)],
+    [("0006_0005", True), ("0007_0001", True), ("0006", False), ("0006_0006", False)],
 )
 async def test_old_code_runs_on_a_newer_schema_only_when_the_migration_says_it_can(
     db: Database, revision: str, runs: bool

@@ -52,6 +52,7 @@ def test_wheel_contains_the_package_migrations_and_marker(wheel: Path) -> None:
         "0002_0001_add_delta_column.py",
         "0003_delta_rows.py",
         "0004_0003_spawning_parent.py",
+        "0005_trim_deltas.py",
     ):
         assert f"burr_async/_migrations/versions/{script}" in names
 

@@ -257,13 +257,14 @@ def test_release_0003_runs_on_0004_0003_and_this_release_on_0003() -> None:
         "runs_from": "0002_0001",
     }
     assert schema_status("0004_0003", **release_0003) == "compatible"  # type: ignore[arg-type]
-    assert schema_status("0003") == "previous" and schema_status("0004_0003") == "current"
-    assert [stores_spawning_parents(r) for r in ("0002_0001", "0003", "0004_0003")] == [
+    assert schema_status("0003") == "previous" and schema_status("0004_0003") == "previous"
+    assert [stores_spawning_parents(r) for r in ("0002_0001", "0003", "0004_0003", "0005")] == [
         False,
         False,
         True,
+        True,
     ]
-    assert stores_spawning_parents("0007_0004") and not stores_spawning_parents("0005")
+    assert stores_spawning_parents("0007_0004") and not stores_spawning_parents("0006")
     assert not stores_spawning_parents(None)
 
 
