@@ -69,8 +69,8 @@ class StepStore:
         self._error = step.error
         if step.status != "failed":
             self._first_attempt = None
-        if cancelled:
-            raise asyncio.CancelledError
+        if cancelled is not None:
+            raise cancelled
 
     async def _settle_change(self) -> None:
         """Save again a state change whose commit was unknown, and apply it: the next call
@@ -79,15 +79,15 @@ class StepStore:
         if pending is not None and pending.action is None:
             await self._apply_change(pending)
 
-    async def _persist(self, step: StoredStep) -> bool:
+    async def _persist(self, step: StoredStep) -> asyncio.CancelledError | None:
         """Save the step and return once it is durable, even if the caller is cancelled
-        meanwhile; returns whether a cancellation arrived (the caller re-raises it once the
-        application agrees with what was stored). Whether a save that fails left the step
-        stored is the persister's to settle (see :class:`~burr_async.persistence.base.
-        AsyncBaseStateSaver`); a step it could not settle is remembered, and saved again by
-        the next call."""
+        meanwhile; returns the cancellation that arrived meanwhile, if one did (the caller
+        raises it once the application agrees with what was stored). Whether a save that
+        fails left the step stored is the persister's to settle (see
+        :class:`~burr_async.persistence.base.AsyncBaseStateSaver`); a step it could not settle
+        is remembered, and saved again by the next call."""
         if self._persister is None:
-            return False
+            return None
         _, cancelled = await run_to_completion(self._save(step))
         return cancelled
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
@@ -599,8 +598,8 @@ class Application(StepStore):
         try:
             await self._post_step_hooks(act, sequence_id, result, None)
         finally:
-            if cancelled:  # the step landed whole; now the cancellation may go through
-                raise asyncio.CancelledError
+            if cancelled is not None:  # the step landed whole; now the cancellation goes through
+                raise cancelled
 
     async def _fail(self, act: Action, sequence_id: int, exc: Exception) -> None:
         """Store a ``failed`` step (state as it was before the action) so that a resumed
@@ -624,5 +623,5 @@ class Application(StepStore):
         except BurrAsyncError as hook_error:
             exc.add_note(str(hook_error))
         finally:
-            if cancelled:
-                raise asyncio.CancelledError
+            if cancelled is not None:
+                raise cancelled

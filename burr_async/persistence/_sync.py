@@ -4,7 +4,6 @@ blocks on it."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import functools
 import inspect
@@ -117,8 +116,8 @@ class SyncPersisterAdapter(AsyncBaseStateLoader, AsyncBaseStateSaver):
                 return await fn(*args, **kwargs)
             call = functools.partial(fn, *args, **kwargs)
             result, cancelled = await run_to_completion(anyio.to_thread.run_sync(call))
-            if cancelled:  # the call has returned: now the cancellation goes through
-                raise asyncio.CancelledError
+            if cancelled is not None:  # the call has returned: now the cancellation goes through
+                raise cancelled
             return await result if inspect.isawaitable(result) else result
         except PersistenceError as exc:
             exc.add_ids(**ids)

@@ -31,7 +31,6 @@ ConcurrentStepError / CommitUnknownError); the persister translates them at its 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -170,8 +169,8 @@ class GroupWriter:
         when it was not stored. Once called it runs to completion: a cancellation (anyio or
         asyncio) is raised only after the row's fate is settled."""
         _, cancelled = await run_to_completion(self._write(values))
-        if cancelled:
-            raise asyncio.CancelledError
+        if cancelled is not None:
+            raise cancelled
 
     async def _write(self, values: RowValues) -> None:
         key: Key = values[KEY]

@@ -180,6 +180,56 @@ async def test_asyncio_cancellation_never_splits_a_step(persister: SQLAlchemyPer
     assert cancelled > 0
 
 
+async def test_the_cancellation_a_save_outlasts_is_the_one_raised(
+    persister: SQLAlchemyPersister, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step's save runs to its end under a cancellation and then raises that very
+    cancellation: its message reaches the caller, an ``asyncio.timeout`` turns it into
+    TimeoutError, an anyio scope catches it as its own; each time the step is stored and the
+    application is at it."""
+    from tests.integration._chat import build
+
+    app = await build(persister, new_id())
+    await app.astep()  # the schema check and the writer connection are warm
+    original = persister._writer.dialect.insert_one
+    writing, release = anyio.Event(), anyio.Event()
+
+    async def slow(driver: Any, values: Any) -> bool:
+        writing.set()
+        await release.wait()
+        return await original(driver, values)
+
+    monkeypatch.setattr(persister._writer.dialect, "insert_one", slow)
+
+    async def agree(sequence_id: int) -> None:
+        stored = await persister.load("tester", app.uid)
+        assert stored is not None and stored.sequence_id == app.sequence_id == sequence_id
+        assert stored.state == app.state
+
+    task = asyncio.ensure_future(app.astep())
+    await writing.wait()
+    task.cancel("shutting down")
+    release.set()
+    with pytest.raises(asyncio.CancelledError) as info:
+        await task
+    assert info.value.args == ("shutting down",)
+    await agree(1)
+
+    writing, release = anyio.Event(), anyio.Event()
+    asyncio.get_running_loop().call_later(0.1, release.set)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.02):
+            await app.astep()
+    await agree(2)
+
+    writing, release = anyio.Event(), anyio.Event()
+    asyncio.get_running_loop().call_later(0.1, release.set)
+    with anyio.move_on_after(0.02) as scope:
+        await app.astep()
+    assert scope.cancelled_caught
+    await agree(3)
+
+
 async def test_a_cancelled_load_leaves_reads_working(persister: SQLAlchemyPersister) -> None:
     app_id = new_id()
     await persister.save("p", app_id, 0, "a", State({"v": 1}), "completed")
