@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 
@@ -16,6 +16,31 @@ T = TypeVar("T")
 _SETTLING: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
 """Tasks started here: nothing else holds them, so nothing cancels them, and settled work
 nested in them runs inline. Tasks they spawn are not in the set."""
+
+
+class _Outcome(Generic[T]):
+    """What the work ended with, and the future its caller waits on (None once it stopped
+    waiting on it)."""
+
+    __slots__ = ("error", "result", "waiter")
+
+    def __init__(self, waiter: asyncio.Future[None]) -> None:
+        self.waiter: asyncio.Future[None] | None = waiter
+        self.result: T | None = None
+        self.error: Exception | None = None
+
+
+async def _run(work: Coroutine[Any, Any, T], outcome: _Outcome[T]) -> None:
+    """The task's body: ``work``, its outcome recorded, and its caller woken from here (a done
+    callback would take one more turn of the event loop)."""
+    try:
+        outcome.result = await work
+    except Exception as exc:
+        outcome.error = exc
+    finally:
+        waiter = outcome.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 async def run_to_completion(
@@ -36,23 +61,30 @@ async def run_to_completion(
     """
     if asyncio.current_task() in _SETTLING:  # nothing can cancel this task
         return await work, None
-    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    outcome: _Outcome[T] = _Outcome(loop.create_future())
+    task = loop.create_task(_run(work, outcome))
     _SETTLING.add(task)
+    cancellation: asyncio.CancelledError | None = None
     try:
-        return await asyncio.shield(task), None
+        assert outcome.waiter is not None
+        await outcome.waiter
     except asyncio.CancelledError as exc:
-        if task.cancelled():
+        if task.cancelled():  # the work itself ended cancelled
             raise
         cancellation = exc
-    with anyio.CancelScope(shield=True):
-        while not task.done():
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:  # another request: the first one is handed back
-                if task.cancelled():
-                    raise
-            except Exception:
-                break
-    if task.exception() is not None:
-        raise cancellation
-    return task.result(), cancellation
+        outcome.waiter = None
+        with anyio.CancelScope(shield=True):
+            while not task.done():
+                try:
+                    await asyncio.shield(task)
+                except asyncio.CancelledError:  # another request: the first one is handed back
+                    if task.cancelled():
+                        raise
+    if task.cancelled():  # the work ended cancelled (its own scope's cancellation, say)
+        raise asyncio.CancelledError
+    if outcome.error is not None:
+        if cancellation is not None:
+            raise cancellation
+        raise outcome.error
+    return outcome.result, cancellation  # type: ignore[return-value]

@@ -55,6 +55,7 @@ DEFAULT_SNAPSHOT_EVERY = 50
 """Steps between full states, at most, by default."""
 _CHAINS_LIMIT = 10_000  # apps remembered by one encoder; a forgotten one writes a full state next
 _MISSING: Any = object()
+_NEAR = 8  # a list shortened at the front by fewer items than this is found without a scan
 _log = logging.getLogger("burr_async.persistence")
 _SECTIONS = ("set", "trim", "append", "drop")
 _TAG = "__burr_async__"  # in a stored text, a sign that the serde must decode its tags
@@ -193,10 +194,13 @@ def _list_change(
     if not trims or type(value) is not list or type(before) not in (list, tuple) or not value:
         return None
     first = value[0]
-    try:  # by identity, at C speed (``index`` would compare with ``==``)
-        removed = list(map(operator.is_, before, repeat(first))).index(True, 1)
-    except ValueError:
-        return None
+    # by identity (``index`` would compare with ``==``): a window drops a few items a step
+    removed = next((k for k in range(1, min(len(before), _NEAR)) if before[k] is first), 0)
+    if not removed:
+        try:  # further in, at C speed
+            removed = list(map(operator.is_, before, repeat(first))).index(True, _NEAR)
+        except ValueError:
+            return None
     kept = len(before) - removed
     if len(value) < kept or not all(map(operator.is_, islice(before, removed, None), value)):
         return None
