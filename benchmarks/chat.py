@@ -2,12 +2,15 @@
 
 An application is the two-node chat loop of ``examples/chatbot.py``: ``human_converse`` takes a
 question (an input) and appends it to ``chat_history``; ``ai_converse`` appends a deterministic
-answer. One *turn* is those two steps; every step writes the whole state.
+answer. One *turn* is those two steps.
 
-``chat_history`` is a window of the last :data:`WINDOW` messages and starts full (seeded), so every
-step writes the same ~16 KB whatever the workload's length: a 20-step app in W2 writes rows of
-the same size as step 500 of W1. Contenders share these functions so that the work inside an
-action is identical; only the framework and the write path around it differ.
+``chat_history`` is a window of the last :data:`WINDOW` messages and starts full (seeded), so the
+state is the same ~16 KB at every step whatever the workload's length: a 20-step app in W2
+holds the same state as step 500 of W1. A contender that writes the whole state every step (the
+raw driver, Burr, burr_async's snapshot storage) writes rows of that size; burr_async's delta
+storage writes the message that left the window and the one that came in. Contenders share
+these functions so that the work inside an action is identical; only the framework and the
+write path around it differ.
 
 The long chat (W4) is the same graph with no window: it starts from an empty history
 (:func:`long_initial_state`) and keeps every message (``push(..., window=None)``), so the state

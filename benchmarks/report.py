@@ -411,9 +411,9 @@ def render(result: RunResult) -> str:
         f" {result.wall_seconds:.0f} s wall.",
         "",
         f"State: ~{chat.encoded_state_size() / 1024:.1f} KB per step ({chat.WINDOW} messages "
-        "in chat_history, the whole state written every step; W4's grows instead). Workloads: "
-        + "; ".join(f"{w.key} {w.describe(sizes)}" for w in cfg.workloads)
-        + ".",
+        "in chat_history, a window: each step drops the oldest message and adds one; the raw "
+        "driver and snapshot storage write the whole state every step; W4's grows instead). "
+        "Workloads: " + "; ".join(f"{w.key} {w.describe(sizes)}" for w in cfg.workloads) + ".",
         "",
         *_results(result),
         "",
