@@ -10,11 +10,15 @@ unreachable the Postgres cases are skipped, except under ``CI`` or
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from burr_async.persistence import SQLAlchemyPersister, create_engine
+from burr_async.persistence import SQLAlchemyPersister, create_engine, migrate
 
 POSTGRES_URL = os.environ.get(
     "BURR_ASYNC_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -40,3 +44,28 @@ class Database:
         if engine is None:
             return SQLAlchemyPersister.from_url(self.url, schema=self.schema, **kwargs)  # type: ignore[arg-type]
         return SQLAlchemyPersister(engine, schema=self.schema, **kwargs)  # type: ignore[arg-type]
+
+    @asynccontextmanager
+    async def table_at(self, revision: str = "head") -> AsyncIterator[tuple[AsyncEngine, str]]:
+        """A table of its own, migrated to ``revision``: ``(engine, table name)``; migrated
+        down to nothing and the engine disposed afterwards."""
+        name = f"t_{uuid.uuid4().hex[:10]}"
+        engine = self.engine()
+        try:
+            await migrate.upgrade(engine, revision, table_name=name, schema=self.schema)
+            yield engine, name
+        finally:
+            await migrate.downgrade(engine, "base", table_name=name, schema=self.schema)
+            await engine.dispose()
+
+
+async def stored_rows(persister: SQLAlchemyPersister, app_id: str) -> list[tuple[int, bool, str]]:
+    """``(sequence_id, delta, state text)`` of an app's rows as stored, oldest first."""
+    t = persister.table
+    query = (
+        sa.select(t.c.sequence_id, t.c.delta, sa.cast(t.c.state, sa.Text))
+        .where(t.c.app_uid == app_id)
+        .order_by(t.c.sequence_id)
+    )
+    async with persister.engine.connect() as conn:
+        return [(seq, bool(delta), text) for seq, delta, text in (await conn.execute(query)).all()]

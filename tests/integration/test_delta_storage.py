@@ -21,6 +21,7 @@ from burr_async.persistence import migrate
 from burr_async.persistence.models import HEAD_REVISION, schema_status
 from burr_async.persistence.sqlalchemy import SQLAlchemyPersister
 from tests.databases import Database
+from tests.databases import stored_rows as rows
 from tests.hostile_values import hostile_json
 
 pytestmark = pytest.mark.anyio
@@ -40,18 +41,6 @@ def encoded(state: State) -> bytes:
     load back alike exactly when these are equal (so ``1`` and ``True``, equal in Python,
     still differ)."""
     return orjson.dumps(orjson.loads(SERDE.dumps(state)), option=orjson.OPT_SORT_KEYS)
-
-
-async def rows(persister: SQLAlchemyPersister, app_id: str) -> list[tuple[int, bool, str]]:
-    """(sequence_id, delta, state text) of an app's rows, oldest first."""
-    t = persister.table
-    query = (
-        sa.select(t.c.sequence_id, t.c.delta, sa.cast(t.c.state, sa.Text))
-        .where(t.c.app_uid == app_id)
-        .order_by(t.c.sequence_id)
-    )
-    async with persister.engine.connect() as conn:
-        return [(seq, bool(delta), text) for seq, delta, text in (await conn.execute(query)).all()]
 
 
 async def chat(

@@ -136,11 +136,8 @@ async def test_a_0003_table_with_steps_upgrades_in_place(db: Database) -> None:
     """Provision at 0003 and write steps there (this release runs on it, without spawning
     parents); upgrade to head: the steps load, with no spawning parent, and new steps store
     one. Downgrading to 0003 drops the columns again and the steps still load."""
-    name = table_name()
-    engine = db.engine()
     app_id, child = new_id(), new_id()
-    try:
-        await migrate.upgrade(engine, "0003", table_name=name, schema=db.schema)
+    async with db.table_at("0003") as (engine, name):
         async with db.persister(engine, table_name=name, snapshot_every=5) as persister:
             saved = await chat(persister, app_id, 3, spawning_parent=None)
             assert {c.name for c in persister.table.columns}.isdisjoint(SPAWN_COLUMNS)
@@ -171,52 +168,43 @@ async def test_a_0003_table_with_steps_upgrades_in_place(db: Database) -> None:
             loaded = await persister.load("u", child)
             assert loaded is not None and loaded.spawning_parent is None  # the columns are gone
             assert len(await persister.history("u", app_id)) == 5
-    finally:
-        await migrate.downgrade(engine, "base", table_name=name, schema=db.schema)
-        await engine.dispose()
 
 
 @pytest.mark.parametrize("revision", ["0002_0001", "0003"])
 async def test_below_0004_0003_a_spawning_parent_is_refused_and_other_steps_are_stored(
     db: Database, revision: str
 ) -> None:
-    name = table_name()
-    engine = db.engine()
     parent = ParentPointer("fan-out", None, 1)
-    try:
-        await migrate.upgrade(engine, revision, table_name=name, schema=db.schema)
-        async with db.persister(engine, table_name=name) as persister:
-            with pytest.raises(SchemaOutOfDateError) as info:
-                await persister.save(
-                    "u", "child", 0, "work", State({}), "completed", spawning_parent=parent
-                )
-            message = str(info.value)
-            assert f"is at revision {revision!r}" in message
-            assert "needs revision '0004_0003' to store a sub-application's spawning" in message
-            assert "db upgrade" in message and name in message
-            assert (info.value.app_id, info.value.sequence_id) == ("child", 0)
-            assert await persister.load("u", "child") is None  # nothing stored
-            # every other step is stored, concurrent ones in one batch too
-            async with anyio.create_task_group() as tg:
-                for n in range(6):
-                    tg.start_soon(persister.save, "u", f"app{n}", 0, "work", State({}), "completed")
-            await persister.save(
-                "u", "app0", 1, "work", State({}), "failed", parent=ParentPointer("x", None, 0)
-            )
-            assert {a.app_id for a in await persister.list_apps("u")} == {
-                f"app{n}" for n in range(6)
-            }
-            loaded = await persister.load("u", "app0")
-            assert loaded is not None and loaded.spawning_parent is None
-            await persister.initialize()
+    async with (
+        db.table_at(revision) as (engine, name),
+        db.persister(engine, table_name=name) as persister,
+    ):
+        with pytest.raises(SchemaOutOfDateError) as info:
             await persister.save(
                 "u", "child", 0, "work", State({}), "completed", spawning_parent=parent
             )
-            loaded = await persister.load("u", "child")
-            assert loaded is not None and loaded.spawning_parent == parent
-    finally:
-        await migrate.downgrade(engine, "base", table_name=name, schema=db.schema)
-        await engine.dispose()
+        message = str(info.value)
+        assert f"is at revision {revision!r}" in message
+        assert "needs revision '0004_0003' to store a sub-application's spawning" in message
+        assert "db upgrade" in message and name in message
+        assert (info.value.app_id, info.value.sequence_id) == ("child", 0)
+        assert await persister.load("u", "child") is None  # nothing stored
+        # every other step is stored, concurrent ones in one batch too
+        async with anyio.create_task_group() as tg:
+            for n in range(6):
+                tg.start_soon(persister.save, "u", f"app{n}", 0, "work", State({}), "completed")
+        await persister.save(
+            "u", "app0", 1, "work", State({}), "failed", parent=ParentPointer("x", None, 0)
+        )
+        assert {a.app_id for a in await persister.list_apps("u")} == {f"app{n}" for n in range(6)}
+        loaded = await persister.load("u", "app0")
+        assert loaded is not None and loaded.spawning_parent is None
+        await persister.initialize()
+        await persister.save(
+            "u", "child", 0, "work", State({}), "completed", spawning_parent=parent
+        )
+        loaded = await persister.load("u", "child")
+        assert loaded is not None and loaded.spawning_parent == parent
 
 
 async def test_list_children_is_an_index_lookup(db: Database) -> None:

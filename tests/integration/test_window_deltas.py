@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 
 import orjson
 import pytest
-import sqlalchemy as sa
 
 from burr_async import State
 from burr_async.persistence import migrate
@@ -19,6 +18,7 @@ from burr_async.persistence._delta import has_trim
 from burr_async.persistence.models import HEAD_REVISION, TRIM_REVISION, schema_status
 from burr_async.persistence.sqlalchemy import SQLAlchemyPersister
 from tests.databases import Database
+from tests.databases import stored_rows as rows
 
 pytestmark = pytest.mark.anyio
 
@@ -33,18 +33,6 @@ def new_id() -> str:
 def sorted_json(state: State) -> bytes:
     """The state as stored, keys sorted (JSONB keeps no key order)."""
     return orjson.dumps(dict(state), option=orjson.OPT_SORT_KEYS)
-
-
-async def rows(persister: SQLAlchemyPersister, app_id: str) -> list[tuple[int, bool, str]]:
-    """(sequence_id, delta, state text) of an app's rows, oldest first."""
-    t = persister.table
-    query = (
-        sa.select(t.c.sequence_id, t.c.delta, sa.cast(t.c.state, sa.Text))
-        .where(t.c.app_uid == app_id)
-        .order_by(t.c.sequence_id)
-    )
-    async with persister.engine.connect() as conn:
-        return [(seq, bool(delta), text) for seq, delta, text in (await conn.execute(query)).all()]
 
 
 def sections(text: str) -> dict[str, object]:
@@ -115,11 +103,8 @@ async def test_resume_fork_and_prune_across_trimmed_rows(persister: SQLAlchemyPe
 async def test_below_revision_0005_a_window_is_stored_whole_and_0005_downgrades_to_it(
     db: Database,
 ) -> None:
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    engine = db.engine()
     app_id = new_id()
-    try:
-        await migrate.upgrade(engine, "0004_0003", table_name=name, schema=db.schema)
+    async with db.table_at("0004_0003") as (engine, name):
         async with db.persister(engine, table_name=name, snapshot_every=10) as persister:
             saved = await windowed_chat(persister, app_id, 15, state=start())
             stored = await rows(persister, app_id)
@@ -138,31 +123,24 @@ async def test_below_revision_0005_a_window_is_stored_whole_and_0005_downgrades_
             assert any(delta for _, delta, _ in stored)  # the other deltas stay as they were
             history = await persister.history("u", app_id)
             assert [sorted_json(step.state) for step in history] == [sorted_json(s) for s in saved]
-    finally:
-        await migrate.downgrade(engine, "base", table_name=name, schema=db.schema)
-        await engine.dispose()
 
 
 @pytest.mark.parametrize("revision", ["0003", "0004_0003"])
 async def test_at_an_earlier_revision_it_runs_on_the_persister_still_writes_deltas(
     db: Database, revision: str
 ) -> None:
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    engine = db.engine()
     app_id = new_id()
-    try:
-        await migrate.upgrade(engine, revision, table_name=name, schema=db.schema)
-        async with db.persister(engine, table_name=name) as persister:
-            states = [start()]  # held, as an application holds its state
-            for seq in range(4):
-                states.append(states[-1].append(chat=f"m{seq}"))
-                await persister.save("u", app_id, seq, "talk", states[-1], "completed")
-            assert [delta for _, delta, _ in await rows(persister, app_id)] == [False] + [True] * 3
-            loaded = await persister.load("u", app_id)
-            assert loaded is not None and loaded.state == states[-1]
-    finally:
-        await migrate.downgrade(engine, "base", table_name=name, schema=db.schema)
-        await engine.dispose()
+    async with (
+        db.table_at(revision) as (engine, name),
+        db.persister(engine, table_name=name) as persister,
+    ):
+        states = [start()]  # held, as an application holds its state
+        for seq in range(4):
+            states.append(states[-1].append(chat=f"m{seq}"))
+            await persister.save("u", app_id, seq, "talk", states[-1], "completed")
+        assert [delta for _, delta, _ in await rows(persister, app_id)] == [False] + [True] * 3
+        loaded = await persister.load("u", app_id)
+        assert loaded is not None and loaded.state == states[-1]
 
 
 def test_releases_before_0005_refuse_a_table_at_it() -> None:
