@@ -5,7 +5,9 @@ be saved again."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import NoReturn
 
 from burr_async._shield import run_to_completion
 from burr_async.actions import Action, ResultDict
@@ -20,6 +22,10 @@ from burr_async.persistence.base import AsyncBaseStateSaver, ParentPointer, Stat
 from burr_async.state import State
 
 __all__ = ["AT_ENTRYPOINT", "StepStore", "StoredStep"]
+
+_SettledSave = Callable[..., Awaitable[tuple[Exception | None, asyncio.CancelledError | None]]]
+"""``_save_settled`` of a persister that settles its own writes: ``save``'s arguments, and
+``(error, cancellation)`` back instead of raising."""
 
 AT_ENTRYPOINT = "@entrypoint"
 """The stored position of a step that leaves the application before its entrypoint (written by
@@ -85,11 +91,48 @@ class StepStore:
         raises it once the application agrees with what was stored). Whether a save that
         fails left the step stored is the persister's to settle (see
         :class:`~burr_async.persistence.base.AsyncBaseStateSaver`); a step it could not settle
-        is remembered, and saved again by the next call."""
+        is remembered, and saved again by the next call.
+
+        A persister's save runs in a task of its own (``settle``), which no cancellation
+        reaches; burr_async's own SQL persister, unless a subclass changed its ``save`` or a
+        hook wraps saves, settles its write itself (``_save_settled``), with no task."""
         if self._persister is None:
             return None
-        _, cancelled = await run_to_completion(self._save(step))
-        return cancelled
+        settled = self._settled_save()
+        if settled is None:
+            _, cancelled = await run_to_completion(self._save(step))
+            return cancelled
+        error, cancellation = await settled(
+            self._partition_key,
+            self._uid,
+            step.sequence_id,
+            step.position,
+            step.state,
+            step.status,
+            error=step.error,
+            parent=self._parent,
+            spawning_parent=self._spawning_parent,
+        )
+        if error is None:
+            self._unsettled = None
+            return cancellation
+        try:
+            self._failed(step, error)
+        except BaseException as failure:
+            if cancellation is not None:  # the cancellation goes first, as from a task
+                raise cancellation from failure
+            raise
+
+    def _settled_save(self) -> _SettledSave | None:
+        """The persister's ``_save_settled``, when it stands for its ``save`` as it is."""
+        persister = self._persister
+        if persister is None or self._hooks.around_save is not None:
+            return None
+        own = getattr(type(persister), "_settled_save_of", None)
+        if own is None or getattr(persister.save, "__func__", None) is not own:
+            return None  # save changed, by a subclass or on this very object
+        settled: _SettledSave = persister._save_settled  # type: ignore[attr-defined]
+        return settled
 
     async def _save(self, step: StoredStep) -> None:
         assert self._persister is not None
@@ -112,7 +155,15 @@ class StepStore:
             if self._hooks.around_save is not None:  # a hook observes the save (tracing)
                 saving = self._hooks.around_save(saving, self, step)
             await saving
-        except PersistenceError as exc:
+        except Exception as exc:
+            self._failed(step, exc)
+        self._unsettled = None
+
+    def _failed(self, step: StoredStep, exc: Exception) -> NoReturn:
+        """Raise the error of a save that failed, with the step's ids: a PersistenceError as
+        it is (a step whose commit is unknown is kept, to be saved again), another error of
+        burr_async's as it is, a custom persister's own error as a PersistenceError."""
+        if isinstance(exc, PersistenceError):
             exc.add_ids(
                 app_id=self._uid,
                 partition_key=self._partition_key,
@@ -123,16 +174,14 @@ class StepStore:
                 self._unsettled = step  # the next call saves it again
             elif isinstance(exc, ConcurrentStepError):
                 self._unsettled = None  # another step holds the key: nothing left to settle
-            raise
-        except BurrAsyncError:
-            raise
-        except Exception as exc:  # a custom persister's own error
-            raise PersistenceError(
-                f"Saving the step failed ({type(exc).__name__}: {exc}); the application did not "
-                "advance and the step can be retried",
-                app_id=self._uid,
-                partition_key=self._partition_key,
-                sequence_id=step.sequence_id,
-                action=step.position,
-            ) from exc
-        self._unsettled = None
+            raise exc
+        if isinstance(exc, BurrAsyncError):
+            raise exc
+        raise PersistenceError(  # a custom persister's own error
+            f"Saving the step failed ({type(exc).__name__}: {exc}); the application did not "
+            "advance and the step can be retried",
+            app_id=self._uid,
+            partition_key=self._partition_key,
+            sequence_id=step.sequence_id,
+            action=step.position,
+        ) from exc

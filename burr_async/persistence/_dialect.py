@@ -282,6 +282,12 @@ class Dialect(ABC):
         """Whether a held driver connection can no longer be used."""
         return False
 
+    def ready_to_write(self, driver: Any) -> bool:
+        """Whether the held driver connection ``driver`` takes a statement as it is
+        (:meth:`before_write` would do nothing): the writer then sends an idle write from the
+        calling task."""
+        return False
+
     def abort(self, driver: Any) -> None:
         """Drop a driver connection that failed, at once and without a word to the server,
         before it is invalidated: a graceful close would wait for a server that may have

@@ -120,6 +120,9 @@ class PostgresDialect(Dialect):
     def is_broken(self, driver: Any) -> bool:
         return driver is None or bool(driver.is_closed())
 
+    def ready_to_write(self, driver: Any) -> bool:
+        return not self.is_broken(driver)  # before_write has nothing to do on asyncpg
+
     def abort(self, driver: Any) -> None:
         """Close the socket at once (asyncpg's ``terminate``): SQLAlchemy's invalidation would
         first try a graceful close, which waits up to 2 s on a connection gone silent."""

@@ -129,6 +129,9 @@ class SQLiteDialect(Dialect):
         if driver.isolation_level is not None:
             await connection.execution_options(isolation_level="AUTOCOMMIT")
 
+    def ready_to_write(self, driver: Any) -> bool:
+        return driver.isolation_level is None  # in autocommit: before_write has nothing to do
+
     async def insert_one(self, driver: Any, row: RowValues) -> bool:
         return bool(await driver.execute_fetchall(self._insert_sql(1), self._params(row)))
 

@@ -31,13 +31,14 @@ ConcurrentStepError / CommitUnknownError); the persister translates them at its 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import anyio
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from burr_async._shield import run_to_completion
+from burr_async._shield import Shielded, settle
 from burr_async.errors import AppDeletedError, CommitUnknownError, ConcurrentStepError
 from burr_async.persistence._dialect import KEY, Dialect, Key, RowValues
 from burr_async.persistence._observed import COMMIT_BATCH
@@ -167,24 +168,92 @@ class GroupWriter:
         """Commit one row. Raises ConcurrentStepError when its key holds another step,
         CommitUnknownError when whether it committed cannot be told, and the driver's error
         when it was not stored. Once called it runs to completion: a cancellation (anyio or
-        asyncio) is raised only after the row's fate is settled."""
-        _, cancelled = await run_to_completion(self._write(values))
-        if cancelled is not None:
-            raise cancelled
+        asyncio) is raised only after the row's fate is settled (instead of its error, if it
+        failed)."""
+        error, cancellation = await self.write_settled(values)
+        if cancellation is not None:
+            raise cancellation
+        if error is not None:
+            raise error
+
+    async def write_settled(
+        self, values: RowValues
+    ) -> tuple[Exception | None, asyncio.CancelledError | None]:
+        """:meth:`write`, telling how it ended instead of raising: ``(error, cancellation)``,
+        the error :meth:`write` would raise (None: the row is committed) and the cancellation
+        of the caller that arrived meanwhile, if one did (the caller raises it once its own
+        bookkeeping is done). Runs to its end whatever cancels the caller.
+
+        An idle writer whose held connection is ready sends the row from the calling task
+        itself, the statement awaited :class:`~burr_async._shield.Shielded` (no task, one turn
+        of the event loop more than the bare statement); a failed statement is settled as
+        :meth:`write` settles it. Otherwise the row joins the group as above, in a task of its
+        own (:func:`~burr_async._shield.settle`)."""
+        driver = self._held.driver
+        if (
+            self._leading
+            or self._queue
+            or driver is None
+            or not self.dialect.ready_to_write(driver)
+        ):
+            outcome = await settle(self._write(values))
+            return outcome.error, outcome.cancellation
+        self._leading = True  # rows arriving meanwhile queue up behind this one, as in _group
+        statement = Shielded(self.dialect.insert_one(driver, values))
+        failure: Exception | None = None
+        cancellation: asyncio.CancelledError | None = None
+        try:
+            try:
+                inserted = await statement
+            except Exception as exc:
+                failure = exc
+            else:
+                failure = None if inserted else _NotInserted()
+            cancellation = statement.cancellation
+            # as _fail: a connection that failed this way is not handed to the next leader
+            if (
+                failure is not None
+                and not isinstance(failure, _NotInserted)
+                and (self.dialect.outcome_unknown(failure) or self.dialect.is_broken(driver))
+            ):
+                dropped = await settle(self._held.discard())
+                cancellation = cancellation or dropped.cancellation
+        finally:
+            if self._queue:
+                self._queue[0].wake()  # the next waiting row leads the next batch
+            else:
+                self._leading = False
+                self._set_idle()
+        if failure is None:
+            self._unsettled.pop(values[KEY], None)
+            note = COMMIT_BATCH.get()
+            if note is not None:  # a tracing hook's save span wants the commit's size
+                note.append(1)
+            return None, cancellation
+        outcome = await settle(self._finish(values, failure))
+        return outcome.error, cancellation or outcome.cancellation
 
     async def _write(self, values: RowValues) -> None:
-        key: Key = values[KEY]
         try:
             await self._group(values)
-        except _NotInserted:
-            await self._not_inserted(values)
-        except ConcurrentStepError:  # a repeat of a step that its batch committed
-            raise
         except Exception as exc:
-            if not self.dialect.outcome_unknown(exc):
-                raise
-            await self._settle(values, exc)
-        self._unsettled.pop(key, None)
+            await self._finish(values, exc)
+        else:
+            await self._finish(values, None)
+
+    async def _finish(self, values: RowValues, failure: Exception | None) -> None:
+        """What follows a row's statement: nothing when it was inserted (``failure`` None),
+        else finding out why it was not (a taken key, a deleted app) or settling a write whose
+        outcome is open; raises what the write raises."""
+        if isinstance(failure, _NotInserted):
+            await self._not_inserted(values)
+        elif isinstance(failure, ConcurrentStepError):  # a repeat of a step its batch committed
+            raise failure
+        elif failure is not None:
+            if not self.dialect.outcome_unknown(failure):
+                raise failure
+            await self._settle(values, failure)
+        self._unsettled.pop(values[KEY], None)
 
     async def _settle(self, values: RowValues, cause: Exception) -> None:
         """After a write failed with its outcome open: read the key back until it can be told

@@ -230,6 +230,34 @@ async def test_the_cancellation_a_save_outlasts_is_the_one_raised(
     await agree(3)
 
 
+async def test_a_subclass_that_overrides_save_has_it_called_for_every_step(
+    db: Database,
+) -> None:
+    """An application hands its steps to the persister's ``save``: a subclass that changes
+    ``save`` is called for each step (the persister's own way of settling writes without a
+    task stands for its own ``save`` only)."""
+    from tests.integration._chat import build
+
+    saved: list[int] = []
+
+    class Audited(SQLAlchemyPersister):
+        async def save(self, *args: Any, **kwargs: Any) -> None:
+            saved.append(args[2])
+            await super().save(*args, **kwargs)
+
+    engine = db.engine()
+    try:
+        async with Audited(engine, schema=db.schema) as persister:
+            app = await build(persister, new_id())
+            for _ in range(3):
+                await app.astep()
+            assert saved == [0, 1, 2]
+            stored = await persister.load("tester", app.uid)
+            assert stored is not None and stored.sequence_id == 2
+    finally:
+        await engine.dispose()
+
+
 async def test_a_cancelled_load_leaves_reads_working(persister: SQLAlchemyPersister) -> None:
     app_id = new_id()
     await persister.save("p", app_id, 0, "a", State({"v": 1}), "completed")

@@ -148,17 +148,17 @@ async def test_a_row_too_large_for_the_index_does_not_sink_its_batch(
 async def test_the_checks_catch_a_writer_that_advances_without_saving(
     sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = GroupWriter.write
+    original = GroupWriter.write_settled  # what every write goes through
     calls = 0
 
-    async def sometimes_not(self: GroupWriter, values: Any) -> None:
+    async def sometimes_not(self: GroupWriter, values: Any) -> Any:
         nonlocal calls
         calls += 1
         if calls > 4 and calls % 3 == 0:
-            return  # reported durable, never written
-        await original(self, values)
+            return None, None  # reported durable, never written
+        return await original(self, values)
 
-    monkeypatch.setattr(GroupWriter, "write", sometimes_not)
+    monkeypatch.setattr(GroupWriter, "write_settled", sometimes_not)
     counts = await trials.cancellation(sqlite_db, 20, seed=7)
     assert counts.lost > 0
 
@@ -166,17 +166,18 @@ async def test_the_checks_catch_a_writer_that_advances_without_saving(
 async def test_the_checks_catch_a_writer_that_saves_but_reports_a_failure(
     sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = GroupWriter.write
+    original = GroupWriter.write_settled  # what every write goes through
     calls = 0
 
-    async def saves_then_fails(self: GroupWriter, values: Any) -> None:
+    async def saves_then_fails(self: GroupWriter, values: Any) -> Any:
         nonlocal calls
         calls += 1
-        await original(self, values)
-        if calls > 4 and calls % 3 == 0:
-            raise PersistenceError("stored, yet reported as failed")
+        error, cancellation = await original(self, values)
+        if error is None and calls > 4 and calls % 3 == 0:
+            return PersistenceError("stored, yet reported as failed"), cancellation
+        return error, cancellation
 
-    monkeypatch.setattr(GroupWriter, "write", saves_then_fails)
+    monkeypatch.setattr(GroupWriter, "write_settled", saves_then_fails)
     counts = await trials.cancellation(sqlite_db, 20, seed=7)
     assert counts.extra["behind"] > 0
 
@@ -194,18 +195,18 @@ async def test_the_checks_catch_a_lost_acknowledgement_taken_for_a_failure(
 async def test_the_checks_catch_a_hung_write(
     sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    original = GroupWriter.write
+    original = SQLiteDialect.insert_one
     calls = 0
 
-    async def slow(self: GroupWriter, values: Any) -> None:
+    async def slow(self: SQLiteDialect, driver: Any, values: Any) -> bool:
         nonlocal calls
         calls += 1
         if calls == 6:
-            await asyncio.sleep(1)  # longer than the bound below; the write is shielded
-        await original(self, values)
+            await asyncio.sleep(1)  # longer than the bound below; the statement is shielded
+        return await original(self, driver, values)
 
     monkeypatch.setattr(trials, "STEP_BOUND", 0.3)
-    monkeypatch.setattr(GroupWriter, "write", slow)
+    monkeypatch.setattr(SQLiteDialect, "insert_one", slow)
     counts = await trials.cancellation(sqlite_db, 5, seed=7)
     assert counts.hung == 1
 

@@ -7,7 +7,7 @@ import asyncio
 import anyio
 import pytest
 
-from burr_async._shield import run_to_completion
+from burr_async._shield import Shielded, run_to_completion
 
 pytestmark = pytest.mark.anyio
 
@@ -99,3 +99,86 @@ async def test_settled_work_nested_in_settled_work_runs_inline() -> None:
 
     assert await run_to_completion(outer()) == (2, None)
     assert tasks[0] is tasks[1] and tasks[0] is not asyncio.current_task()
+
+
+class _Statement:
+    """A driver's statement: waits on a plain future the test resolves (as a driver's reply)."""
+
+    def __init__(self) -> None:
+        self.reply: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.steps = 0
+
+    async def run(self, *, fail: bool = False) -> str:
+        await asyncio.sleep(0)  # a bare yield on the way, as drivers have
+        self.steps += 1
+        result = await self.reply
+        if fail:
+            raise RuntimeError("statement failed")
+        return result
+
+
+async def test_a_shielded_statement_outlasts_a_task_cancel_in_the_calling_task() -> None:
+    statement = _Statement()
+    shielded = Shielded(statement.run())
+    task = asyncio.ensure_future(_await(shielded))
+    await asyncio.sleep(0.001)
+    task.cancel("stop")
+    await asyncio.sleep(0.001)
+    assert not task.done()  # still waiting on the statement's reply
+    statement.reply.set_result("row")
+    assert await task == "row"
+    assert shielded.cancellation is not None and shielded.cancellation.args == ("stop",)
+    assert statement.reply.result() == "row"  # the driver's own future was never cancelled
+
+
+async def _await(shielded: Shielded[str]) -> str:
+    return await shielded
+
+
+async def test_a_shielded_statement_outlasts_an_anyio_scope_without_spinning() -> None:
+    """The first cancellation puts the wait inside a shielded scope: anyio delivers it once,
+    not once a turn of the event loop for as long as the statement runs."""
+    statement = _Statement()
+    shielded = Shielded(statement.run())
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while not statement.reply.done():
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.ensure_future(count_turns())
+    asyncio.get_running_loop().call_later(0.05, statement.reply.set_result, "row")
+    task = asyncio.current_task()
+    assert task is not None
+    before = task.cancelling()  # the test runner's task may carry requests of its own
+    with anyio.CancelScope() as scope:
+        scope.cancel()
+        result = await shielded
+        deliveries = task.cancelling() - before  # each delivery of anyio's: one Task.cancel()
+        assert shielded.cancellation is not None
+        raise shielded.cancellation
+    await counter
+    assert result == "row" and scope.cancelled_caught
+    assert turns > 10  # the statement took many turns of the loop, and was cancelled once
+    assert deliveries == 1
+
+
+async def test_a_shielded_statement_raises_its_own_error_and_keeps_the_cancellation() -> None:
+    statement = _Statement()
+    shielded = Shielded(statement.run(fail=True))
+    task = asyncio.ensure_future(_await(shielded))
+    await asyncio.sleep(0.001)
+    task.cancel()
+    statement.reply.set_result("row")
+    with pytest.raises(RuntimeError, match="statement failed"):
+        await task
+    assert shielded.cancellation is not None
+
+
+async def test_a_shielded_statement_without_a_cancellation_is_a_plain_await() -> None:
+    statement = _Statement()
+    asyncio.get_running_loop().call_soon(statement.reply.set_result, "row")
+    shielded = Shielded(statement.run())
+    assert await shielded == "row" and shielded.cancellation is None and statement.steps == 1

@@ -76,7 +76,8 @@ class FakeDialect:
 
     invalidate_failed = True
 
-    def __init__(self) -> None:
+    def __init__(self, ready: bool = True) -> None:
+        self.ready = ready  # whether an idle write goes from the caller's task (ready_to_write)
         self.rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         self.statements: list[int] = []  # the batch size of every INSERT sent
         self.gate: anyio.Event | None = None
@@ -137,6 +138,9 @@ class FakeDialect:
     def is_broken(self, driver: object) -> bool:
         return False
 
+    def ready_to_write(self, driver: object) -> bool:
+        return self.ready
+
     def abort(self, driver: object) -> None:
         self.aborted.append(driver)
 
@@ -152,15 +156,20 @@ class FakeDialect:
         return stored[3:7] == values[3:7]
 
 
-@pytest.fixture
-def dialect() -> FakeDialect:
-    return FakeDialect()
+@pytest.fixture(params=[True, False], ids=["inline", "in-a-task"])
+def dialect(request: pytest.FixtureRequest) -> FakeDialect:
+    """Every test twice: an idle write sent from the caller's task, and from a task of its
+    own (as when the held connection needs preparing first)."""
+    return FakeDialect(ready=request.param)
 
 
 @pytest.fixture
-def writer(dialect: FakeDialect, monkeypatch: pytest.MonkeyPatch) -> GroupWriter:
+async def writer(dialect: FakeDialect, monkeypatch: pytest.MonkeyPatch) -> GroupWriter:
     monkeypatch.setattr(_writer, "SETTLE_DELAYS", (0.0, 0.0, 0.0))
-    return GroupWriter(FakeEngine(), dialect)  # type: ignore[arg-type]
+    writer = GroupWriter(FakeEngine(), dialect)  # type: ignore[arg-type]
+    if dialect.ready:  # a held connection already open: an idle write goes inline at once
+        await writer._held.get()
+    return writer
 
 
 async def write_all(writer: GroupWriter, rows: list[tuple[Any, ...]]) -> list[Any]:
@@ -439,4 +448,34 @@ async def test_a_cancelled_write_still_settles_before_the_cancellation(
             dialect.gate.set()
     assert returned == []
     assert scope.cancelled_caught
+    assert ("p", "a", 0) in dialect.rows
+
+
+async def test_a_cancelled_write_that_fails_tells_both_and_raises_the_cancellation(
+    writer: GroupWriter, dialect: FakeDialect
+) -> None:
+    """The row is refused while its caller is being cancelled: ``write_settled`` hands back
+    the error and the cancellation, ``write`` raises the cancellation (as a task's would);
+    nothing is stored, and the writer leads the next write as before."""
+    for settled in (True, False):
+        dialect.gate = anyio.Event()
+        dialect.fail_write = RowRejected("a")
+        call = writer.write_settled(row("a")) if settled else writer.write(row("a"))
+        task = asyncio.ensure_future(call)
+        await asyncio.sleep(0.01)
+        task.cancel("stop")
+        await asyncio.sleep(0.01)
+        assert not task.done()  # the statement is still running
+        dialect.gate.set()
+        if settled:
+            error, cancellation = await task  # type: ignore[misc]
+            assert isinstance(error, RowRejected)
+            assert cancellation is not None and cancellation.args == ("stop",)
+        else:
+            with pytest.raises(asyncio.CancelledError, match="stop"):
+                await task
+        assert ("p", "a", 0) not in dialect.rows
+    dialect.gate, dialect.fail_write = None, None
+    with anyio.fail_after(5):
+        await writer.write(row("a"))
     assert ("p", "a", 0) in dialect.rows
