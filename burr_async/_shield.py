@@ -167,7 +167,8 @@ class Shielded(Generic[T]):
                         yield proxy
                     except asyncio.CancelledError as exc:
                         scope = self._cancelled(exc, scope)
-        except GeneratorExit:
+        except GeneratorExit:  # abandoned: the task awaiting it is being destroyed
+            scope = None  # its scope goes with it (exiting it outside that task would fail)
             inner.close()
             raise
         finally:

@@ -4,7 +4,6 @@ modules (``burr_async/persistence/_sqlite.py`` and ``_postgres.py``)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import weakref
 from collections.abc import Sequence
@@ -15,7 +14,6 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from burr_async._lazy import lazy_exports
-from burr_async._shield import settle
 from burr_async.errors import (
     ConfigurationError,
     PersistenceError,
@@ -24,8 +22,9 @@ from burr_async.errors import (
     quote,
 )
 from burr_async.persistence import _delta, _retention, _rows
-from burr_async.persistence._dialect import RowValues, dialect_for
+from burr_async.persistence._dialect import dialect_for
 from burr_async.persistence._errors import ErrorContext, translated
+from burr_async.persistence._saving import Saving
 from burr_async.persistence._writer import GroupWriter
 from burr_async.persistence.base import (
     AppSummary,
@@ -70,7 +69,7 @@ Storage = Literal["delta", "snapshot"]
 or ``snapshot`` (every step's full state)."""
 
 
-class SQLAlchemyPersister(AsyncBaseStatePersister):
+class SQLAlchemyPersister(Saving, AsyncBaseStatePersister):
     """Stores one row per step in ``table_name`` (in ``schema`` on Postgres).
 
     ``SQLAlchemyPersister(engine)`` borrows an engine and never disposes it;
@@ -403,127 +402,6 @@ class SQLAlchemyPersister(AsyncBaseStatePersister):
             await self._writer.write(values)
             if written is not None and self._encoder is not None:
                 self._encoder.remember(values[0], app_id, written.chain)
-
-    async def _save_settled(
-        self,
-        partition_key: str | None,
-        app_id: str,
-        sequence_id: int,
-        position: str,
-        state: State,
-        status: Status,
-        *,
-        error: str | None = None,
-        parent: ParentPointer | None = None,
-        spawning_parent: ParentPointer | None = None,
-    ) -> tuple[Exception | None, asyncio.CancelledError | None]:
-        """:meth:`save` for an application's step store, telling how it ended instead of
-        raising: ``(error, cancellation)``, the error :meth:`save` would raise (None: the step
-        is committed) and the cancellation of the caller that arrived meanwhile, if one did.
-        Runs to its end whatever cancels the caller; an idle writer sends the row from the
-        calling task (``GroupWriter.write_settled``), with no task of its own."""
-        if not self._schema_checked or self._closed:  # the first save: as save() runs
-            outcome = await settle(
-                self.save(
-                    partition_key,
-                    app_id,
-                    sequence_id,
-                    position,
-                    state,
-                    status,
-                    error=error,
-                    parent=parent,
-                    spawning_parent=spawning_parent,
-                )
-            )
-            return outcome.error, outcome.cancellation
-        try:
-            _check_ids(app_id, partition_key)
-            with self._saving(app_id, partition_key, sequence_id, position):
-                values, written = self._row(
-                    partition_key,
-                    app_id,
-                    sequence_id,
-                    position,
-                    state,
-                    status,
-                    error,
-                    parent,
-                    None,
-                    spawning_parent,
-                )
-        except Exception as exc:  # refused before anything was sent
-            return exc, None
-        failure, cancellation = await self._writer.write_settled(values)
-        if failure is None:
-            if written is not None and self._encoder is not None:
-                self._encoder.remember(values[0], app_id, written.chain)
-            return None, cancellation
-        try:
-            with self._saving(app_id, partition_key, sequence_id, position):
-                raise failure
-        except Exception as exc:  # the driver's error, translated at the seam
-            return exc, cancellation
-
-    def _saving(
-        self, app_id: str, partition_key: str | None, sequence_id: int, position: str
-    ) -> translated:
-        return translated(
-            self._errors,
-            "Saving the step",
-            app_id=app_id,
-            partition_key=partition_key,
-            sequence_id=sequence_id,
-            action=position,
-        )
-
-    def _row(
-        self,
-        partition_key: str | None,
-        app_id: str,
-        sequence_id: int,
-        position: str,
-        state: State,
-        status: Status,
-        error: str | None,
-        parent: ParentPointer | None,
-        created_at: dt.datetime | None,
-        spawning_parent: ParentPointer | None,
-    ) -> tuple[RowValues, _delta.Encoded | None]:
-        """The step's row, and the delta encoding to remember once it is committed (None for a
-        full state). SerializationError for a state the serde does not write, and
-        SchemaOutOfDateError for a spawning parent the table has no columns for."""
-        if spawning_parent is not None and not self._spawning:
-            raise self._refuse_spawning_parent()
-        pk = partition_key or ""
-        written = (
-            self._encoder.encode(pk, app_id, sequence_id, state, trims=self._trims)
-            if self._deltas and self._encoder is not None
-            else None
-        )
-        encoded = self._serde.dumps(state) if written is None else written.text
-        if _rows.ESCAPED_NUL in encoded:
-            _rows.refuse_nul(encoded)
-        values = (
-            pk,
-            app_id,
-            sequence_id,
-            position,
-            status,
-            encoded.decode(),
-            None if error is None else error.replace("\x00", "\\x00"),
-            dt.datetime.now(dt.UTC) if created_at is None else created_at,
-            parent.app_id if parent else None,
-            (parent.partition_key or "") if parent else None,
-            parent.sequence_id if parent else None,
-            written is not None and written.delta,
-            # every row holds the spawn columns' values; the dialect of a table without
-            # them leaves them out (they are None there: refused above otherwise)
-            spawning_parent.app_id if spawning_parent else None,
-            (spawning_parent.partition_key or "") if spawning_parent else None,
-            spawning_parent.sequence_id if spawning_parent else None,
-        )
-        return values, written
 
     # -- reading ------------------------------------------------------------------------------
     def _to_data(

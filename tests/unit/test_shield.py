@@ -182,3 +182,19 @@ async def test_a_shielded_statement_without_a_cancellation_is_a_plain_await() ->
     asyncio.get_running_loop().call_soon(statement.reply.set_result, "row")
     shielded = Shielded(statement.run())
     assert await shielded == "row" and shielded.cancellation is None and statement.steps == 1
+
+
+async def test_an_abandoned_shielded_statement_closes_quietly() -> None:
+    """A task destroyed while it waits (its loop closing, say) closes the wait from wherever
+    the garbage collector runs: after a cancellation that put the wait in a shielded scope,
+    closing it elsewhere must not try to leave that scope from another task."""
+    statement = _Statement()
+    waiting = Shielded(statement.run()).__await__()
+
+    async def wait_then_be_cancelled() -> None:
+        waiting.send(None)  # the bare yield
+        waiting.send(None)  # now on the reply's proxy
+        waiting.throw(asyncio.CancelledError())  # recorded; the wait goes on, shielded
+
+    await asyncio.ensure_future(wait_then_be_cancelled())
+    waiting.close()  # from this task, not the one that entered the scope: no error
