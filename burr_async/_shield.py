@@ -42,8 +42,9 @@ class Outcome(Generic[T]):
 
 
 async def _run(work: Coroutine[Any, Any, T], outcome: Outcome[T]) -> None:
-    """The task's body: ``work``, its outcome recorded, and its caller woken from here (a done
-    callback would take one more turn of the event loop)."""
+    """``work``, its outcome recorded, and its caller woken from here (a done callback would
+    take one more turn of the event loop): the body of the work's task, or of settled work run
+    inline."""
     try:
         outcome.result = await work
     except Exception as exc:
@@ -69,10 +70,7 @@ async def settle(work: Coroutine[Any, Any, T]) -> Outcome[T]:
     """
     if asyncio.current_task() in _SETTLING:  # nothing can cancel this task
         inline: Outcome[T] = Outcome()
-        try:
-            inline.result = await work
-        except Exception as exc:
-            inline.error = exc
+        await _run(work, inline)
         return inline
     loop = asyncio.get_running_loop()
     outcome: Outcome[T] = Outcome(loop.create_future())

@@ -188,10 +188,12 @@ def _list_change(
     (``value`` is stored whole). The kept items must be the very same objects, as for
     :func:`_appended`; a kept run is looked for from the first occurrence in ``before`` of
     ``value``'s first item, so a list whose items repeat one object may be stored whole."""
+    if type(value) is not list or type(before) not in (list, tuple):
+        return None
     added = _appended(state, key, before, value)
     if added is not None:
         return 0, added
-    if not trims or type(value) is not list or type(before) not in (list, tuple) or not value:
+    if not trims or not value:
         return None
     first = value[0]
     # by identity (``index`` would compare with ``==``): a window drops a few items a step
@@ -212,9 +214,8 @@ def _appended(state: State, key: str, before: Any, value: Any) -> int | None:
     is the same list's items), or None when ``value`` is not ``before`` extended. The State
     operations that extend a list record what they extended (``State._grown``); otherwise the
     items are compared by identity (an item that was replaced by an equal one is not the same:
-    ``1`` and ``True`` are equal, and are stored differently)."""
-    if type(value) is not list or type(before) not in (list, tuple):
-        return None
+    ``1`` and ``True`` are equal, and are stored differently). Both are lists (``before``
+    may be a tuple): :func:`_list_change` checks."""
     grown = state._grown.get(key) if state._grown else None
     if grown is not None:
         for extended, count in grown:

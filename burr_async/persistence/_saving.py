@@ -99,14 +99,19 @@ class Saving:
             return exc, None
         failure, cancellation = await self._writer.write_settled(values)
         if failure is None:
-            if written is not None and self._encoder is not None:
-                self._encoder.remember(values[0], app_id, written.chain)
+            self._committed(values, written)
             return None, cancellation
         try:
             with self._saving(app_id, partition_key, sequence_id, position):
                 raise failure
         except Exception as exc:  # the driver's error, translated at the seam
             return exc, cancellation
+
+    def _committed(self, values: RowValues, written: _delta.Encoded | None) -> None:
+        """Once the row ``values`` is committed: its delta encoding (``written``, from
+        :meth:`_row`) becomes the app's chain, the base of its next delta."""
+        if written is not None and self._encoder is not None:
+            self._encoder.remember(values[0], values[1], written.chain)
 
     def _saving(
         self, app_id: str, partition_key: str | None, sequence_id: int, position: str

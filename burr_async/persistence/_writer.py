@@ -127,6 +127,13 @@ class _HeldConnection:
             await connection.close()
 
 
+def _note_commit(rows: int) -> None:
+    """Tell a tracing hook's save span, when one listens, how many rows the commit held."""
+    note = COMMIT_BATCH.get()
+    if note is not None:
+        note.append(rows)
+
+
 async def _release(
     connection: AsyncConnection, driver: Any, *, invalidate: bool, abort: Callable[[Any], None]
 ) -> None:
@@ -210,25 +217,18 @@ class GroupWriter:
             else:
                 failure = None if inserted else _NotInserted()
             cancellation = statement.cancellation
-            # as _fail: a connection that failed this way is not handed to the next leader
             if (
                 failure is not None
                 and not isinstance(failure, _NotInserted)
-                and (self.dialect.outcome_unknown(failure) or self.dialect.is_broken(driver))
+                and self._left_unfit(failure)
             ):
                 dropped = await settle(self._held.discard())
                 cancellation = cancellation or dropped.cancellation
         finally:
-            if self._queue:
-                self._queue[0].wake()  # the next waiting row leads the next batch
-            else:
-                self._leading = False
-                self._set_idle()
+            self._hand_over()
         if failure is None:
             self._unsettled.pop(values[KEY], None)
-            note = COMMIT_BATCH.get()
-            if note is not None:  # a tracing hook's save span wants the commit's size
-                note.append(1)
+            _note_commit(1)
             return None, cancellation
         outcome = await settle(self._finish(values, failure))
         return outcome.error, cancellation or outcome.cancellation
@@ -332,16 +332,19 @@ class GroupWriter:
                     if not row.finished:
                         row.finish(exc)
             finally:
-                if self._queue:
-                    self._queue[0].wake()  # the next waiting row leads the next batch
-                else:
-                    self._leading = False
-                    self._set_idle()
+                self._hand_over()
         if pending.error is not None:
             raise pending.error
-        note = COMMIT_BATCH.get()
-        if note is not None:  # a tracing hook's save span wants the commit's size
-            note.append(pending.batch)
+        _note_commit(pending.batch)
+
+    def _hand_over(self) -> None:
+        """End this leader's turn: the next waiting row leads the next batch, or the writer
+        is idle."""
+        if self._queue:
+            self._queue[0].wake()
+        else:
+            self._leading = False
+            self._set_idle()
 
     async def _flush(self, batch: list[_Pending]) -> None:
         unique: dict[Key, _Pending] = {}
@@ -394,10 +397,15 @@ class GroupWriter:
         return driver
 
     async def _fail(self, rows: Sequence[_Pending], exc: Exception) -> None:
-        if self.dialect.outcome_unknown(exc) or self.dialect.is_broken(self._held.driver):
+        if self._left_unfit(exc):
             await self._held.discard()
         for pending in rows:
             pending.finish(exc)
+
+    def _left_unfit(self, exc: Exception) -> bool:
+        """Whether a statement's failure ``exc`` leaves the held writer connection unfit for
+        the next leader (it is then let go of)."""
+        return self.dialect.outcome_unknown(exc) or self.dialect.is_broken(self._held.driver)
 
     @staticmethod
     def _conflict(values: RowValues) -> ConcurrentStepError:

@@ -111,25 +111,26 @@ def runs_on(status: SchemaStatus) -> bool:
 def stores_deltas(found: str | None) -> bool:
     """Whether a table at revision ``found`` may hold delta rows: at :data:`DELTA_REVISION`
     or a newer revision this package runs on."""
-    if found is None or not runs_on(schema_status(found)):
-        return False
-    return _number(found) >= _number(DELTA_REVISION)
+    return _runs_from(found, DELTA_REVISION)
 
 
 def stores_trims(found: str | None) -> bool:
     """Whether delta rows of a table at revision ``found`` may hold a ``trim`` section: at
     :data:`TRIM_REVISION` or a newer revision this package runs on."""
-    if found is None or not runs_on(schema_status(found)):
-        return False
-    return _number(found) >= _number(TRIM_REVISION)
+    return _runs_from(found, TRIM_REVISION)
 
 
 def stores_spawning_parents(found: str | None) -> bool:
     """Whether a table at revision ``found`` has the spawning-parent columns: at
     :data:`SPAWN_REVISION` or a newer revision this package runs on."""
+    return _runs_from(found, SPAWN_REVISION)
+
+
+def _runs_from(found: str | None, revision: str) -> bool:
+    """Whether this package runs on a table at ``found`` and it is at ``revision`` or later."""
     if found is None or not runs_on(schema_status(found)):
         return False
-    return _number(found) >= _number(SPAWN_REVISION)
+    return _number(found) >= _number(revision)
 
 
 def _number(revision: str) -> int:

@@ -400,8 +400,7 @@ class SQLAlchemyPersister(Saving, AsyncBaseStatePersister):
                 spawning_parent,
             )
             await self._writer.write(values)
-            if written is not None and self._encoder is not None:
-                self._encoder.remember(values[0], app_id, written.chain)
+            self._committed(values, written)
 
     # -- reading ------------------------------------------------------------------------------
     def _to_data(
