@@ -9,11 +9,13 @@ unreachable the Postgres cases are skipped, except under ``CI`` or
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -69,3 +71,30 @@ async def stored_rows(persister: SQLAlchemyPersister, app_id: str) -> list[tuple
     )
     async with persister.engine.connect() as conn:
         return [(seq, bool(delta), text) for seq, delta, text in (await conn.execute(query)).all()]
+
+
+async def age_steps(persister: Any, pk: str, app_id: str, by: dt.timedelta) -> None:
+    """Move every step of an app back in time by ``by`` (its ``created_at``), in a database
+    persister's table or an ``InMemoryPersister``."""
+    from burr_async import InMemoryPersister
+
+    if isinstance(persister, InMemoryPersister):
+        rows = persister._rows[(pk, app_id)]
+        for seq, row in rows.items():
+            rows[seq] = (*row[:6], row[6] - by, *row[7:])
+        return
+    t = persister.table
+    async with persister.engine.begin() as conn:
+        old = (
+            await conn.execute(
+                sa.select(t.c.sequence_id, t.c.created_at).where(
+                    t.c.partition_key == pk, t.c.app_uid == app_id
+                )
+            )
+        ).all()
+        for seq, created in old:
+            await conn.execute(
+                sa.update(t)
+                .where(t.c.partition_key == pk, t.c.app_uid == app_id, t.c.sequence_id == seq)
+                .values(created_at=created - by)
+            )

@@ -3,16 +3,20 @@ idle apps, and the keyset page of the app listing: Core statements over the tabl
 every database, and :class:`Retention`, which runs the removals for a persister.
 
 Large deletions go in bounded batches (:data:`BATCH_ROWS` rows a statement, oldest steps
-first), so no statement holds a long lock on a busy table and other apps keep committing; an
-app caught half-way has lost only its oldest steps, so what is left is still a contiguous,
-loadable history.
+first), so no statement holds a long lock on a busy table and other apps keep committing. An
+app that takes a step while a prune or an expire is removing its steps keeps a history that
+loads: each statement removes only steps older than a full row it leaves (a delta row needs
+every row back to a full one), and an expire removes an app either whole or, when it has more
+steps than a batch, up to one of its full rows at a time, each statement checking again that
+the app is still idle.
 """
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -74,10 +78,8 @@ def app_rows(t: sa.Table, partition_key: str, app_id: str) -> sa.ColumnElement[b
     return sa.and_(t.c.partition_key == partition_key, t.c.app_uid == app_id)
 
 
-def pruned_rows(
-    t: sa.Table, keep_last: int, partition_key: str | None = None, app_id: str | None = None
-) -> sa.ColumnElement[bool]:
-    """The steps older than each app's last ``keep_last`` (of one partition, or one app)."""
+def _latest(t: sa.Table, partition_key: str | None, app_id: str | None) -> sa.Subquery:
+    """Each app's last sequence id, ``last`` (of one partition, or one app)."""
     latest = sa.select(
         t.c.partition_key, t.c.app_uid, sa.func.max(t.c.sequence_id).label("last")
     ).group_by(t.c.partition_key, t.c.app_uid)
@@ -85,14 +87,51 @@ def pruned_rows(
         latest = latest.where(t.c.partition_key == partition_key)
     if app_id is not None:
         latest = latest.where(t.c.app_uid == app_id)
-    last = latest.subquery()
+    return latest.subquery()
+
+
+def _same_app(t: sa.FromClause, other: sa.FromClause) -> sa.ColumnElement[bool]:
+    return sa.and_(t.c.partition_key == other.c.partition_key, t.c.app_uid == other.c.app_uid)
+
+
+def pruned_rows(
+    t: sa.Table, keep_last: int, partition_key: str | None = None, app_id: str | None = None
+) -> sa.ColumnElement[bool]:
+    """The steps older than each app's last ``keep_last`` (of one partition, or one app): what
+    a prune removes (once it has made each app's oldest kept step a full row)."""
+    last = _latest(t, partition_key, app_id)
     older = sa.select(t.c.partition_key, t.c.app_uid, t.c.sequence_id).join(
-        last,
-        sa.and_(
-            t.c.partition_key == last.c.partition_key,
-            t.c.app_uid == last.c.app_uid,
-            t.c.sequence_id <= last.c["last"] - keep_last,
-        ),
+        last, sa.and_(_same_app(t, last), t.c.sequence_id <= last.c["last"] - keep_last)
+    )
+    in_older: sa.ColumnElement[bool] = _key(t).in_(older)
+    return in_older
+
+
+def rows_before_kept_full(
+    t: sa.Table, keep_last: int, partition_key: str | None = None, app_id: str | None = None
+) -> sa.ColumnElement[bool]:
+    """The steps a prune deletes: those before the latest full row among each app's steps up
+    to its ``keep_last``-th last (of one partition, or one app), judged again by every
+    statement. Once the prune has made the oldest kept step a full row these are
+    :func:`pruned_rows`; when the app takes steps meanwhile, that row is still the latest full
+    one within reach and is kept, so what is left of an app always starts with a full row (an
+    app with none within reach loses nothing)."""
+    last = _latest(t, partition_key, app_id)
+    full = t.alias("full")
+    floors = (
+        sa.select(
+            full.c.partition_key, full.c.app_uid, sa.func.max(full.c.sequence_id).label("floor")
+        )
+        .join(
+            last,
+            sa.and_(_same_app(full, last), full.c.sequence_id <= last.c["last"] - keep_last + 1),
+        )
+        .where(full.c.delta == sa.false())
+        .group_by(full.c.partition_key, full.c.app_uid)
+        .subquery()
+    )
+    older = sa.select(t.c.partition_key, t.c.app_uid, t.c.sequence_id).join(
+        floors, sa.and_(_same_app(t, floors), t.c.sequence_id < floors.c.floor)
     )
     in_older: sa.ColumnElement[bool] = _key(t).in_(older)
     return in_older
@@ -142,10 +181,72 @@ def idle_apps(
     return idle
 
 
-def idle_rows(t: sa.Table, cutoff: dt.datetime, partition_key: str | None) -> Any:
-    """The steps of idle apps, judged again by every statement: an app that took a step
-    meanwhile is no longer idle and keeps its steps."""
-    return sa.tuple_(t.c.partition_key, t.c.app_uid).in_(idle_apps(t, cutoff, partition_key))
+def idle_app_spans(
+    t: sa.Table, cutoff: dt.datetime, partition_key: str | None
+) -> sa.Select[tuple[str, str, int, int, int]]:
+    """:func:`idle_apps`, each with its number of ``steps`` and its ``first`` and ``last``
+    sequence ids."""
+    return idle_apps(t, cutoff, partition_key).add_columns(
+        sa.func.count().label("steps"),
+        sa.func.min(t.c.sequence_id).label("first"),
+        sa.func.max(t.c.sequence_id).label("last"),
+    )
+
+
+def still_idle(
+    t: sa.Table, cutoff: dt.datetime, apps: Sequence[tuple[str, str]]
+) -> sa.ColumnElement[bool]:
+    """The rows of those of ``apps`` whose latest step is still older than ``cutoff``, judged
+    by the statement that uses it: an app that took a step meanwhile keeps its steps."""
+    chosen = app_keys(t).in_(apps)
+    idle = (
+        sa.select(t.c.partition_key, t.c.app_uid)
+        .where(chosen)
+        .group_by(t.c.partition_key, t.c.app_uid)
+        .having(sa.func.max(t.c.created_at) < cutoff)
+    )
+    return sa.and_(chosen, app_keys(t).in_(idle))
+
+
+APPS_PER_STATEMENT = 500
+"""The most apps one statement of an expire names (two parameters each, twice)."""
+
+
+def whole_app_batches(apps: Sequence[sa.Row[Any]]) -> Iterator[list[tuple[str, str]]]:
+    """The apps of at most :data:`BATCH_ROWS` steps, packed into groups of at most that many
+    steps and :data:`APPS_PER_STATEMENT` apps: what one statement of an expire removes whole."""
+    group: list[tuple[str, str]] = []
+    size = 0
+    for app in apps:
+        if app.steps > BATCH_ROWS:
+            continue
+        if group and (size + app.steps > BATCH_ROWS or len(group) == APPS_PER_STATEMENT):
+            yield group
+            group, size = [], 0
+        group.append((app.partition_key, app.app_uid))
+        size += app.steps
+    if group:
+        yield group
+
+
+def part_ends(full: Sequence[int], first: int, last: int) -> list[int]:
+    """Where an app of steps ``first`` to ``last`` is cut when it is removed in parts: before
+    full rows (sequence ids ``full``, ascending), each part at most :data:`BATCH_ROWS` steps
+    where the full rows allow (the latest one within reach, else the next one), until at most
+    that many steps are left; what is left after each part starts with a full row."""
+    ends: list[int] = []
+    start = first
+    while last - start + 1 > BATCH_ROWS:
+        within = bisect.bisect_right(full, start + BATCH_ROWS)
+        if within > 0 and full[within - 1] > start:
+            end = full[within - 1]
+        elif within < len(full):
+            end = full[within]
+        else:
+            break
+        ends.append(end)
+        start = end
+    return ends
 
 
 def apps_page(
@@ -296,9 +397,11 @@ class Retention:
         """``SQLAlchemyPersister.prune``."""
         _check_ids(app_id, partition_key)
         keep = _check_keep_last(keep_last)
-        if not dry_run:
+        if dry_run:
+            where = pruned_rows(self._table, keep, partition_key or "", app_id)
+        else:
             await self._keep_loadable(keep, partition_key or "", app_id)
-        where = pruned_rows(self._table, keep, partition_key or "", app_id)
+            where = rows_before_kept_full(self._table, keep, partition_key or "", app_id)
         return await self._delete_batched(
             where,
             f"Pruning app {quote(app_id)}",
@@ -313,9 +416,11 @@ class Retention:
         """``SQLAlchemyPersister.prune_all``."""
         _check_id("partition_key", partition_key, optional=True)
         keep = _check_keep_last(keep_last)
-        where = pruned_rows(self._table, keep, partition_key)
-        if not dry_run:
+        if dry_run:
+            where = pruned_rows(self._table, keep, partition_key)
+        else:
             damaged = await self._keep_loadable(keep, partition_key)
+            where = rows_before_kept_full(self._table, keep, partition_key)
             if damaged:  # left as they are, for whoever restores them
                 where = sa.and_(where, ~app_keys(self._table).in_(damaged))
         return await self._delete_batched(where, "Pruning apps", dry_run=dry_run)
@@ -371,18 +476,44 @@ class Retention:
         if dry_run:
             apps = idle_apps(t, cutoff, partition_key)
             return await self._count(count_apps(apps), "Counting idle apps (dry run)")
-        found = await self.select(idle_apps(t, cutoff, partition_key), "Finding idle apps")
-        idle = {(row.partition_key, row.app_uid) for row in found}
-        if not idle:
+        found = await self.select(idle_app_spans(t, cutoff, partition_key), "Finding idle apps")
+        if not found:
             return 0
         if self._encoder is not None:
-            for pk, app in idle:
-                self._encoder.forget(pk, app)
-        await self._delete_batched(idle_rows(t, cutoff, partition_key), "Expiring idle apps")
-        left = await self.select(
-            sa.select(t.c.partition_key, t.c.app_uid)
-            .where(sa.tuple_(t.c.partition_key, t.c.app_uid).in_(list(idle)))
-            .distinct(),
-            "Counting expired apps",
+            for app in found:
+                self._encoder.forget(app.partition_key, app.app_uid)
+        what = "Expiring idle apps"
+        for group in whole_app_batches(found):
+            await self._delete(sa.delete(t).where(still_idle(t, cutoff, group)), what)
+        for app in found:
+            if app.steps > BATCH_ROWS:
+                await self._expire_in_parts(app, cutoff)
+        keys = [(app.partition_key, app.app_uid) for app in found]
+        left = 0
+        for start in range(0, len(keys), APPS_PER_STATEMENT):
+            chunk = keys[start : start + APPS_PER_STATEMENT]
+            stored = sa.select(t.c.partition_key, t.c.app_uid).where(app_keys(t).in_(chunk))
+            left += len(await self.select(stored.distinct(), "Counting expired apps"))
+        return len(keys) - left
+
+    async def _expire_in_parts(self, app: sa.Row[Any], cutoff: dt.datetime) -> None:
+        """Remove an idle app of more than :data:`BATCH_ROWS` steps: its oldest steps up to a
+        full row at a time (:func:`part_ends`), then the rest, each statement removing them
+        only while the app is still idle. An app that takes a step meanwhile keeps what is
+        left of it, which starts with a full row."""
+        t = self._table
+        partition_key, app_id = app.partition_key, app.app_uid
+        ids = {"app_id": app_id, "partition_key": partition_key or None}
+        what = f"Expiring idle app {quote(app_id)}"
+        found = await self.select(
+            sa.select(t.c.sequence_id)
+            .where(app_rows(t, partition_key, app_id), t.c.delta == sa.false())
+            .order_by(t.c.sequence_id),
+            what,
         )
-        return len(idle) - len(left)
+        full = [row.sequence_id for row in found]
+        idle = still_idle(t, cutoff, [(partition_key, app_id)])
+        for end in part_ends(full, app.first, app.last):
+            if not await self._delete(sa.delete(t).where(idle, t.c.sequence_id < end), what, **ids):
+                return  # no longer idle (or removed meanwhile)
+        await self._delete(sa.delete(t).where(idle), what, **ids)

@@ -613,7 +613,8 @@ class SQLAlchemyPersister(Saving, AsyncBaseStatePersister):
         """Delete all but the last ``keep_last`` (at least 1) steps of the app; the number of
         steps removed (with ``dry_run=True``: that it would remove, removing nothing).
         Resuming and forking from a kept step work as before; loading a pruned step finds
-        nothing."""
+        nothing. Steps the app takes meanwhile are kept, and so is every step this was to keep:
+        what is left starts with a full row."""
         self._check_open("prune")
         return await self._retention.prune(
             partition_key, app_id, keep_last=keep_last, dry_run=dry_run
@@ -637,7 +638,8 @@ class SQLAlchemyPersister(Saving, AsyncBaseStatePersister):
         """Delete whole apps (of ``partition_key`` when given) whose latest step is older than
         ``idle_for``; the number of apps removed (with ``dry_run=True``: that it would remove,
         removing nothing). An app that takes a step while this runs is no longer idle and is
-        spared."""
+        spared; what is left of it still loads (an app of more steps than a batch is removed in
+        parts, each ending before one of its full rows)."""
         self._check_open("expire")
         return await self._retention.expire(
             idle_for=idle_for, partition_key=partition_key, dry_run=dry_run

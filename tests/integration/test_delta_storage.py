@@ -23,39 +23,9 @@ from burr_async.persistence.sqlalchemy import SQLAlchemyPersister
 from tests.databases import Database
 from tests.databases import stored_rows as rows
 from tests.hostile_values import hostile_json
+from tests.integration._delta_chat import PROFILE, chat, encoded, new_id
 
 pytestmark = pytest.mark.anyio
-
-SERDE = OrjsonSerde()
-PROFILE = "p" * 4000
-"""A value no step changes, which makes a full state outweigh the deltas of the tests' short
-runs: they then get a full state exactly every ``snapshot_every`` steps."""
-
-
-def new_id() -> str:
-    return str(uuid.uuid4())
-
-
-def encoded(state: State) -> bytes:
-    """What a state stores as, keys sorted (Postgres's JSONB keeps no key order): two states
-    load back alike exactly when these are equal (so ``1`` and ``True``, equal in Python,
-    still differ)."""
-    return orjson.dumps(orjson.loads(SERDE.dumps(state)), option=orjson.OPT_SORT_KEYS)
-
-
-async def chat(
-    persister: SQLAlchemyPersister, app_id: str, turns: int, *, pk: str | None = "u"
-) -> list[State]:
-    """Save ``turns`` steps of a chat that appends one message a step, as an application does
-    (holding the state it last stored); the states saved."""
-    state = State({"chat": [], "turn": 0, "profile": PROFILE})
-    saved = []
-    for seq in range(turns):
-        state = state.append(chat={"role": "user", "content": f"message {seq} " + "x" * 60})
-        state = state.increment(turn=1)
-        await persister.save(pk, app_id, seq, "talk", state, "completed")
-        saved.append(state)
-    return saved
 
 
 @pytest.fixture

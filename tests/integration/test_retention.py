@@ -10,18 +10,17 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-import sqlalchemy as sa
 
 from burr_async import (
     AppDeletedError,
     ApplicationBuilder,
     ConfigurationError,
-    InMemoryPersister,
     State,
     StateNotFoundError,
     action,
 )
 from burr_async.persistence import _retention
+from tests.databases import age_steps
 
 pytestmark = pytest.mark.anyio
 
@@ -179,30 +178,6 @@ async def test_keep_last_must_be_at_least_one(every_persister: Any, keep_last: A
         await every_persister.prune_all(keep_last=keep_last)
 
 
-async def _age(persister: Any, pk: str, app_id: str, by: dt.timedelta) -> None:
-    """Move every step of an app back in time."""
-    if isinstance(persister, InMemoryPersister):
-        rows = persister._rows[(pk, app_id)]
-        for seq, row in rows.items():
-            rows[seq] = (*row[:6], row[6] - by, *row[7:])
-        return
-    t = persister.table
-    async with persister.engine.begin() as conn:
-        old = (
-            await conn.execute(
-                sa.select(t.c.sequence_id, t.c.created_at).where(
-                    t.c.partition_key == pk, t.c.app_uid == app_id
-                )
-            )
-        ).all()
-        for seq, created in old:
-            await conn.execute(
-                sa.update(t)
-                .where(t.c.partition_key == pk, t.c.app_uid == app_id, t.c.sequence_id == seq)
-                .values(created_at=created - by)
-            )
-
-
 async def test_expire_removes_whole_idle_apps(every_persister: Any) -> None:
     pk, other = new_id(), new_id()
     idle, busy, elsewhere = new_id(), new_id(), new_id()
@@ -210,7 +185,7 @@ async def test_expire_removes_whole_idle_apps(every_persister: Any) -> None:
     await steps(every_persister, pk, busy, 2)
     await steps(every_persister, other, elsewhere, 1)
     for app_id, where in ((idle, pk), (busy, pk), (elsewhere, other)):
-        await _age(every_persister, where, app_id, dt.timedelta(days=40))
+        await age_steps(every_persister, where, app_id, dt.timedelta(days=40))
     await steps(every_persister, pk, busy, 1, start=2)  # busy took a step just now
     assert await every_persister.expire(idle_for=dt.timedelta(days=30), partition_key=pk) == 1
     assert await every_persister.history(pk, idle) == []
@@ -329,8 +304,8 @@ async def test_a_dry_run_counts_what_the_call_removes_and_removes_nothing(
     await steps(every_persister, pk, idle, 5)
     await steps(every_persister, pk, busy, 4)
     await steps(every_persister, other, elsewhere, 3)
-    await _age(every_persister, pk, idle, dt.timedelta(days=40))
-    await _age(every_persister, other, elsewhere, dt.timedelta(days=40))
+    await age_steps(every_persister, pk, idle, dt.timedelta(days=40))
+    await age_steps(every_persister, other, elsewhere, dt.timedelta(days=40))
     apps = [(pk, idle), (pk, busy), (other, elsewhere)]
 
     async def stored() -> list[list[int]]:

@@ -1,0 +1,149 @@
+"""Removals racing the steps of the apps they touch, on SQLite and Postgres: when an app takes a
+step in the middle of a prune or an expire, what is left of it is a history that loads, each
+step as it was saved, and the new step is kept."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from burr_async import State
+from burr_async.persistence import _retention
+from burr_async.persistence.sqlalchemy import SQLAlchemyPersister
+from tests.databases import Database, age_steps
+from tests.databases import stored_rows as rows
+from tests.integration._delta_chat import chat, encoded, new_id
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def persister(db: Database) -> AsyncIterator[SQLAlchemyPersister]:
+    async with db.persister(snapshot_every=10) as p:  # full rows at steps 0, 10, 20, ...
+        yield p
+
+
+def after_call(
+    monkeypatch: pytest.MonkeyPatch,
+    owner: Any,
+    name: str,
+    then: Callable[[], Awaitable[None]],
+    *,
+    nth: int = 1,
+) -> None:
+    """Run ``then`` once, right after the ``nth`` call of ``owner.name`` returns."""
+    original = getattr(owner, name)
+    calls = 0
+
+    async def wrapped(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        result = await original(*args, **kwargs)
+        calls += 1
+        if calls == nth:
+            await then()
+        return result
+
+    monkeypatch.setattr(owner, name, wrapped)
+
+
+async def assert_loads_as_saved(
+    persister: SQLAlchemyPersister, pk: str, app_id: str, saved: list[State]
+) -> list[int]:
+    """Every stored step of the app loads as the state saved at it, the latest is the last one
+    saved, and the oldest stored row is a full one; the stored sequence ids."""
+    stored = await rows(persister, app_id)
+    kept = [seq for seq, _delta, _text in stored]
+    assert kept == list(range(kept[0], len(saved)))  # contiguous, up to the newest step
+    assert stored[0][1] is False  # the oldest row holds a full state
+    history = await persister.history(pk, app_id)
+    assert [encoded(step.state) for step in history] == [encoded(saved[seq]) for seq in kept]
+    latest = await persister.load(pk, app_id)
+    assert latest is not None and latest.sequence_id == len(saved) - 1
+    return kept
+
+
+PRUNES = {
+    "prune": lambda p, pk, app_id, keep: p.prune(pk, app_id, keep_last=keep),
+    "prune_all": lambda p, pk, app_id, keep: p.prune_all(keep_last=keep, partition_key=pk),
+}
+
+
+@pytest.mark.parametrize("prune", list(PRUNES))
+async def test_a_step_taken_while_its_app_is_pruned_leaves_it_loadable(
+    persister: SQLAlchemyPersister, monkeypatch: pytest.MonkeyPatch, prune: str
+) -> None:
+    pk, app_id = new_id(), new_id()
+    saved = await chat(persister, app_id, 15, pk=pk)  # full rows 0 and 10, deltas around them
+
+    async def step() -> None:
+        await chat(persister, app_id, 1, pk=pk, after=saved)
+
+    # the step lands after the prune made its oldest kept step (12) a full row
+    after_call(monkeypatch, persister._retention, "_keep_loadable", step)
+    await PRUNES[prune](persister, pk, app_id, 3)
+    kept = await assert_loads_as_saved(persister, pk, app_id, saved)
+    assert kept[0] == 12  # nothing kept that the prune was to remove, nothing more removed
+
+
+@pytest.mark.parametrize("prune", list(PRUNES))
+async def test_steps_taken_between_the_batches_of_a_prune_leave_its_app_loadable(
+    persister: SQLAlchemyPersister, monkeypatch: pytest.MonkeyPatch, prune: str
+) -> None:
+    monkeypatch.setattr(_retention, "BATCH_ROWS", 4)
+    pk, app_id = new_id(), new_id()
+    saved = await chat(persister, app_id, 25, pk=pk)
+
+    async def steps() -> None:
+        await chat(persister, app_id, 4, pk=pk, after=saved)
+
+    after_call(monkeypatch, persister._retention, "_delete", steps)
+    await PRUNES[prune](persister, pk, app_id, 5)
+    kept = await assert_loads_as_saved(persister, pk, app_id, saved)
+    assert kept[0] <= 20  # every step the prune was to keep is kept
+
+
+@pytest.mark.parametrize("nth", [1, 2, 3])
+async def test_an_app_that_takes_a_step_during_an_expire_is_left_loadable(
+    persister: SQLAlchemyPersister, monkeypatch: pytest.MonkeyPatch, nth: int
+) -> None:
+    monkeypatch.setattr(_retention, "BATCH_ROWS", 8)
+    pk, woken, idle = new_id(), new_id(), new_id()
+    saved = await chat(persister, woken, 35, pk=pk)  # more rows than a batch: removed in parts
+    await chat(persister, idle, 3, pk=pk)
+    for app_id in (woken, idle):
+        await age_steps(persister, pk, app_id, dt.timedelta(days=40))
+
+    async def step() -> None:
+        await chat(persister, woken, 1, pk=pk, after=saved)
+
+    after_call(monkeypatch, persister._retention, "_delete", step, nth=nth)
+    removed = await persister.expire(idle_for=dt.timedelta(days=30), partition_key=pk)
+    assert await persister.history(pk, idle) == []
+    assert removed == 1  # the app that took a step is no longer idle: not counted, not removed
+    await assert_loads_as_saved(persister, pk, woken, saved)
+
+
+async def test_an_expire_of_many_apps_counts_each_removed_app(
+    persister: SQLAlchemyPersister, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_retention, "BATCH_ROWS", 8)
+    pk, apps = new_id(), [new_id() for _ in range(7)]
+    for n, app_id in enumerate(apps):
+        await chat(persister, app_id, n + 1, pk=pk)  # 1 to 7 steps: batches of whole apps
+        await age_steps(persister, pk, app_id, dt.timedelta(days=40))
+    statements: list[int] = []
+    original = persister._retention._delete
+
+    async def counting(statement: Any, what: str, **ids: Any) -> int:
+        removed = await original(statement, what, **ids)
+        statements.append(removed)
+        return removed
+
+    monkeypatch.setattr(persister._retention, "_delete", counting)
+    assert await persister.expire(idle_for=dt.timedelta(days=30), partition_key=pk) == 7
+    assert sum(statements) == 28 and max(statements) <= 8
+    for app_id in apps:
+        assert await persister.history(pk, app_id) == []
