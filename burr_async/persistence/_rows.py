@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from burr_async.errors import ConfigurationError, SerializationError, quote
 from burr_async.persistence import _delta
 from burr_async.persistence._dialect import as_utc
-from burr_async.persistence.base import AppSummary, ParentPointer
+from burr_async.persistence.base import AppSummary, ParentPointer, _check_limit
 
 __all__ = ["ALL", "ESCAPED_NUL", "page", "pointer", "refuse_nul", "summaries"]
 
@@ -60,10 +60,8 @@ def page(after_sequence_id: int | None, limit: int | None) -> tuple[int, int]:
         isinstance(after_sequence_id, bool) or not isinstance(after_sequence_id, int)
     ):
         raise ConfigurationError(f"after_sequence_id must be an int, not {after_sequence_id!r}.")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ConfigurationError(f"limit must be a whole number of steps, not {limit!r}.")
     return (-1 if after_sequence_id is None else after_sequence_id), (
-        ALL if limit is None else min(limit, ALL)
+        ALL if limit is None else min(_check_limit(limit, "steps"), ALL)
     )
 
 

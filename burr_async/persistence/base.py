@@ -62,6 +62,13 @@ def _check_keep_last(keep_last: object) -> int:
     return keep_last
 
 
+def _check_limit(limit: object, what: str) -> int:
+    """``limit`` if it is a whole number (0 or more) of ``what``, else ConfigurationError."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ConfigurationError(f"limit must be a whole number of {what}, not {limit!r}.")
+    return limit
+
+
 def _cutoff(idle_for: object) -> dt.datetime:
     """The time before which an app's latest step makes it idle; ConfigurationError unless
     ``idle_for`` is a ``timedelta`` of zero or more."""

@@ -17,8 +17,10 @@ from burr_async.persistence.base import (
     ParentPointer,
     PersistedStateData,
     Status,
+    _check_id,
     _check_ids,
     _check_keep_last,
+    _check_limit,
     _cutoff,
 )
 from burr_async.serde import OrjsonSerde, Serde
@@ -142,6 +144,7 @@ class InMemoryPersister(AsyncBaseStatePersister):
         """The latest step of each app, most recently updated first, a page at a time (as
         :meth:`SQLAlchemyPersister.list_apps <burr_async.SQLAlchemyPersister.list_apps>`)."""
         self._check_open("list_apps")
+        limit = _check_limit(limit, "apps")
         partitions = list(self._order) if all_partitions else [partition_key or ""]
         summaries = []
         for pk in partitions:
@@ -239,6 +242,7 @@ class InMemoryPersister(AsyncBaseStatePersister):
         """Delete every app of the partition; the number of steps removed (``dry_run=True``:
         that would be removed)."""
         self._check_open("delete_partition")
+        _check_id("partition_key", partition_key, optional=True)
         pk = partition_key or ""
         apps = list(self._order.get(pk, {}))
         if dry_run:
@@ -267,6 +271,8 @@ class InMemoryPersister(AsyncBaseStatePersister):
     ) -> int:
         """:meth:`prune` every app (of ``partition_key`` when given); the number removed
         (``dry_run=True``: that would be removed)."""
+        self._check_open("prune_all")
+        _check_id("partition_key", partition_key, optional=True)
         _check_keep_last(keep_last)
         removed = 0
         for pk, app_id in list(self._rows):
@@ -282,6 +288,7 @@ class InMemoryPersister(AsyncBaseStatePersister):
         """Delete whole apps whose latest step is older than ``idle_for``; the number of apps
         removed (``dry_run=True``: that would be removed)."""
         self._check_open("expire")
+        _check_id("partition_key", partition_key, optional=True)
         cutoff = _cutoff(idle_for)
         idle = [
             (pk, app_id)

@@ -33,6 +33,7 @@ from burr_async.persistence.base import (
     PersistedStateData,
     Status,
     _check_ids,
+    _check_limit,
 )
 from burr_async.persistence.engine import SQLiteSynchronous, create_engine
 from burr_async.persistence.models import (
@@ -550,6 +551,7 @@ class SQLAlchemyPersister(Saving, AsyncBaseStatePersister):
         keyset cursor). While steps are written, an app untouched meanwhile is listed exactly
         once over the pages; an app that took a step moved to the top (no duplicate)."""
         self._check_open("list_apps")
+        limit = _check_limit(limit, "apps")
         await self._ready()  # the query names the columns the table's revision has
         query = _retention.apps_page(
             self._table,

@@ -27,7 +27,7 @@ import pytest
 from burr_async import Action, PreRunStepHookAsync, SQLAlchemyPersister, State
 from burr_async.persistence import create_engine, migrate
 from examples.fastapi_chat.app import build_chat, create_app
-from tests.databases import Database
+from tests.databases import Database, stored_rows
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -174,6 +174,11 @@ async def test_create_list_send_and_read_a_chat(served: Served) -> None:
 
     async with served.persister() as persister:
         steps = await persister.history("alice", first)
+        stored = await stored_rows(persister, first)
+    # the reads above rebuilt states from delta rows: the latest step and others stored only
+    # what they changed (a full row again whenever the deltas would outweigh one)
+    deltas = [seq for seq, delta, _text in stored if delta]
+    assert deltas[-1] == 8 and len(deltas) >= 3
     assert [s.sequence_id for s in steps] == list(range(9))
     assert [s.position for s in steps] == [
         "start_chat",

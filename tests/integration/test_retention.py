@@ -15,6 +15,8 @@ from burr_async import (
     AppDeletedError,
     ApplicationBuilder,
     ConfigurationError,
+    InvalidIdentifierError,
+    PersistenceError,
     State,
     StateNotFoundError,
     action,
@@ -168,6 +170,44 @@ async def test_prune_all_prunes_every_app_of_a_partition_or_of_all(
     assert await every_persister.prune_all(keep_last=1) >= 3  # and other tests' apps
     assert [h.sequence_id for h in await every_persister.history(pk, a)] == [4]
     assert [h.sequence_id for h in await every_persister.history(other, c)] == [2]
+
+
+@pytest.mark.parametrize("limit", [-1, 1.5, True, "10", None])
+async def test_list_apps_refuses_a_limit_that_is_not_a_count(
+    every_persister: Any, limit: Any
+) -> None:
+    pk = new_id()
+    await steps(every_persister, pk, new_id(), 1)
+    with pytest.raises(ConfigurationError, match="limit"):
+        await every_persister.list_apps(pk, limit=limit)
+    assert await every_persister.list_apps(pk, limit=0) == []
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda p: p.delete_partition("bad\x00key"),
+        lambda p: p.prune_all(keep_last=1, partition_key="bad\x00key"),
+        lambda p: p.expire(idle_for=dt.timedelta(days=1), partition_key="bad\x00key"),
+    ],
+    ids=["delete_partition", "prune_all", "expire"],
+)
+async def test_every_persister_refuses_a_bad_partition_key_alike(
+    every_persister: Any, call: Any
+) -> None:
+    with pytest.raises(InvalidIdentifierError, match="partition_key"):
+        await call(every_persister)
+
+
+@pytest.mark.parametrize(
+    "operation", ["delete_app", "delete_partition", "prune", "prune_all", "expire"]
+)
+async def test_a_closed_persister_refuses_every_removal(
+    every_persister: Any, operation: str
+) -> None:
+    await every_persister.aclose()
+    with pytest.raises(PersistenceError, match=f"{operation}\\(\\) was called on a closed"):
+        await REMOVALS[operation](every_persister, "p", "a")
 
 
 @pytest.mark.parametrize("keep_last", [0, -1, 1.5, True, "2"])
