@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import anyio
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -98,3 +101,31 @@ async def age_steps(persister: Any, pk: str, app_id: str, by: dt.timedelta) -> N
                 .where(t.c.partition_key == pk, t.c.app_uid == app_id, t.c.sequence_id == seq)
                 .values(created_at=created - by)
             )
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def alembic_command(db: Database, table: str) -> list[str]:
+    """``python -m alembic`` with the ``-x`` options that point it at ``table`` of ``db`` (run
+    it from :data:`REPO`, with :func:`alembic_env`); append the command (``upgrade head``)."""
+    args = [sys.executable, "-m", "alembic", "-x", f"url={db.url}", "-x", f"table_name={table}"]
+    if db.schema is not None:
+        args += ["-x", f"schema={db.schema}"]
+    return args
+
+
+def alembic_env() -> dict[str, str]:
+    """The environment the Alembic command runs in: this checkout's package importable."""
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+async def run_alembic(db: Database, table: str, *command: str) -> str:
+    """Run ``alembic COMMAND`` on ``table`` of ``db`` (two minutes at most); its stdout.
+    AssertionError, with its stderr, when it fails."""
+    with anyio.fail_after(120):
+        done = await anyio.run_process(
+            [*alembic_command(db, table), *command], cwd=REPO, env=alembic_env(), check=False
+        )
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode()

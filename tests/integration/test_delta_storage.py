@@ -20,7 +20,7 @@ from burr_async import ApplicationBuilder, OrjsonSerde, SerializationError, Stat
 from burr_async.persistence import migrate
 from burr_async.persistence.models import HEAD_REVISION, schema_status
 from burr_async.persistence.sqlalchemy import SQLAlchemyPersister
-from tests.databases import Database
+from tests.databases import Database, run_alembic
 from tests.databases import stored_rows as rows
 from tests.hostile_values import hostile_json
 from tests.integration._delta_chat import PROFILE, chat, encoded, new_id
@@ -407,10 +407,12 @@ async def test_old_releases_refuse_delta_rows_and_the_revision_that_allows_them(
     assert schema_status("0003", **old) == "ahead"  # type: ignore[arg-type]
 
 
-async def test_a_0001_table_with_steps_upgrades_in_place(db: Database) -> None:
-    """Provision at 0001 and write steps as that release did; upgrade to head: they load,
-    the app resumes (now with deltas); downgrade to 0002_0001: every row is a full state
-    again, readable by the releases before deltas."""
+@pytest.mark.parametrize("upgrade", ["alembic upgrade head", "persister.initialize()"])
+async def test_a_0001_table_with_steps_upgrades_in_place(db: Database, upgrade: str) -> None:
+    """Provision at 0001 and write steps as that release did; upgrade to head (with the
+    Alembic command, or from the persister): they load, the app resumes (now with deltas);
+    downgrade to 0002_0001: every row is a full state again, readable by the releases before
+    deltas."""
     name = f"t_{uuid.uuid4().hex[:10]}"
     engine = db.engine()
     old = sa.table(
@@ -446,7 +448,10 @@ async def test_a_0001_table_with_steps_upgrades_in_place(db: Database) -> None:
         async with db.persister(engine, table_name=name) as persister:
             with pytest.raises(Exception, match="db upgrade"):
                 await persister.load("u", app_id)
-            await persister.initialize()
+            if upgrade == "alembic upgrade head":
+                await run_alembic(db, name, "upgrade", "head")
+            else:
+                await persister.initialize()
             assert await migrate.current(engine, table_name=name, schema=db.schema) == HEAD_REVISION
             application = await app(persister, app_id)
             assert application.state["chat"] == ["m0", "m1", "m2"]

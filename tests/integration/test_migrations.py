@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -17,10 +15,9 @@ from alembic.migration import MigrationContext
 from burr_async import SchemaOutOfDateError, SQLAlchemyPersister, State
 from burr_async.persistence import migrate
 from burr_async.persistence.models import HEAD_REVISION, build_table
-from tests.databases import Database
+from tests.databases import REPO, Database, alembic_command, alembic_env, run_alembic
 
 pytestmark = pytest.mark.anyio
-REPO = Path(__file__).resolve().parents[2]
 
 
 def table_name() -> str:
@@ -105,16 +102,9 @@ async def test_persister_initialize_provisions_its_table(db: Database) -> None:
 
 async def test_alembic_command_line_provisions_a_table(db: Database) -> None:
     name = table_name()
-    args = [sys.executable, "-m", "alembic", "-x", f"url={db.url}", "-x", f"table_name={name}"]
-    if db.schema is not None:
-        args += ["-x", f"schema={db.schema}"]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for command in (["upgrade", "head"], ["current"], ["downgrade", "base"]):
-        with anyio.fail_after(120):
-            done = await anyio.run_process([*args, *command], cwd=REPO, env=env, check=False)
-        assert done.returncode == 0, done.stderr.decode()
-        if command == ["current"]:
-            assert HEAD_REVISION in done.stdout.decode()
+    await run_alembic(db, name, "upgrade", "head")
+    assert HEAD_REVISION in await run_alembic(db, name, "current")
+    await run_alembic(db, name, "downgrade", "base")
 
 
 async def test_alembic_rejects_a_hostile_table_name(sqlite_db: Database) -> None:
@@ -190,18 +180,8 @@ async def test_concurrent_initialize_in_one_process(db: Database) -> None:
 
 async def test_workers_provisioning_at_once_all_succeed(postgres_db: Database) -> None:
     name = table_name()
-    args = [
-        sys.executable,
-        "-m",
-        "alembic",
-        "-x",
-        f"url={postgres_db.url}",
-        "-x",
-        f"table_name={name}",
-        "-x",
-        f"schema={postgres_db.schema}",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = alembic_command(postgres_db, name)
+    env = alembic_env()
     codes: list[int] = []
 
     async def worker() -> None:
