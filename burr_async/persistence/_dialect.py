@@ -91,6 +91,10 @@ class Dialect(ABC):
     supports_schema: ClassVar[bool] = False
     #: The driver's exception base classes, translated into PersistenceError at the seam.
     driver_errors: tuple[type[Exception], ...] = ()
+    #: The locking clause of the read of a step's predecessor in its INSERT (see
+    #: :meth:`follows_sql`): where writers run at once, a lock that makes the INSERT wait for a
+    #: removal that has deleted the predecessor but not committed, and then refuse the step.
+    predecessor_lock: ClassVar[str] = ""
 
     def __init__(self, engine: AsyncEngine, table: sa.Table) -> None:
         self.table = table
@@ -176,12 +180,18 @@ class Dialect(ABC):
         created_at) index while the table has no statistics (it expects one row per partition):
         Postgres chose that index for the generic plan of the prepared INSERT, made at its sixth
         execution and then kept (and a hashed scan of the whole table for a batch), so that
-        every insert read all of the partition's rows."""
+        every insert read all of the partition's rows.
+
+        The read takes :attr:`predecessor_lock`: without it, on a database that runs writers at
+        once, an INSERT would still see (in its snapshot) a predecessor that a deletion of its
+        app has removed but not yet committed, and store the step alone in an app that is gone.
+        """
         q = self.quote
         latest_below = (
             f"SELECT prev.{q('sequence_id')} FROM {self.table_sql} AS prev "
             f"WHERE prev.{q('partition_key')} = {pk} AND prev.{q('app_uid')} = {app} "
             f"AND prev.{q('sequence_id')} < {seq} ORDER BY prev.{q('sequence_id')} DESC LIMIT 1"
+            f"{self.predecessor_lock}"
         )
         return f"({seq} = 0 OR {seq} = {parent_seq} OR ({latest_below}) = {seq} - 1)"
 

@@ -63,6 +63,8 @@ class PostgresDialect(Dialect):
     driver = "asyncpg"
     supports_schema = True
     driver_errors = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+    # KEY SHARE: the weakest lock a DELETE waits for (and the other writers of the app do not)
+    predecessor_lock = " FOR KEY SHARE"
 
     def __init__(self, engine: AsyncEngine, table: sa.Table) -> None:
         super().__init__(engine, table)

@@ -9,6 +9,14 @@ loads: each statement removes only steps older than a full row it leaves (a delt
 every row back to a full one), and an expire removes an app either whole or, when it has more
 steps than a batch, up to one of its full rows at a time, each statement checking again that
 the app is still idle.
+
+A step racing the removal of its app is removed with it or refused. A statement sees the rows
+committed when it began, so a deletion repeats its DELETE, in one transaction, until one removes
+nothing (a step committed meanwhile goes with the next), and an expire that finds, after its
+DELETE, that an app it removed has new rows (it took a step the DELETE did not see) rolls back
+and goes on without that app. A step whose predecessor a removal has deleted but not committed
+waits for it and is then refused: on Postgres the INSERT locks its predecessor
+(``Dialect.predecessor_lock``), on SQLite one write runs at a time.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from burr_async.errors import quote
 from burr_async.persistence import _delta
@@ -46,6 +54,13 @@ BATCH_ROWS = 10_000
 
 def _key(t: sa.Table) -> Any:
     return sa.tuple_(t.c.partition_key, t.c.app_uid, t.c.sequence_id)
+
+
+async def deleted(conn: AsyncConnection, statement: sa.Delete) -> int:
+    """Run the DELETE ``statement`` on ``conn``: the rows it removed. Every removal's
+    statements run through here."""
+    result = await conn.execute(statement)
+    return max(result.rowcount, 0)
 
 
 def delete_batch(t: sa.Table, where: sa.ColumnElement[bool]) -> sa.Delete:
@@ -208,6 +223,20 @@ def still_idle(
     return sa.and_(chosen, app_keys(t).in_(idle))
 
 
+def woken_apps(
+    t: sa.Table, cutoff: dt.datetime, apps: Sequence[tuple[str, str]]
+) -> sa.Select[tuple[str, str]]:
+    """After a DELETE of :func:`still_idle` rows, in its transaction: those of ``apps`` that
+    took a step the DELETE did not see. Their old steps are gone and only steps newer than
+    ``cutoff`` are left (an app the DELETE spared still has every step, old ones too)."""
+    return (
+        sa.select(t.c.partition_key, t.c.app_uid)
+        .where(app_keys(t).in_(apps))
+        .group_by(t.c.partition_key, t.c.app_uid)
+        .having(sa.func.min(t.c.created_at) >= cutoff)
+    )
+
+
 APPS_PER_STATEMENT = 500
 """The most apps one statement of an expire names (two parameters each, twice)."""
 
@@ -314,14 +343,15 @@ class Retention:
     def __init__(
         self,
         table: sa.Table,
-        autocommit: AsyncEngine,
+        engine: AsyncEngine,
         errors: ErrorContext,
         writer: GroupWriter,
         encoder: _delta.DeltaEncoder | None,
         ready: Callable[[], Awaitable[None]],
     ) -> None:
         self._table = table
-        self._autocommit = autocommit
+        self._engine = engine  # for the removals that need a transaction of several statements
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._errors = errors
         self._writer = writer
         self._encoder = encoder
@@ -342,15 +372,24 @@ class Retention:
                 return int((await conn.execute(statement)).scalar_one())
 
     async def _delete(self, statement: sa.Delete, what: str, **ids: Any) -> int:
+        """One DELETE, in a transaction of its own: the rows it removed."""
         with translated(self._errors, what, **ids):
             await self._ready()
             async with self._autocommit.connect() as conn:
-                result = await conn.execute(statement)
-                return max(result.rowcount, 0)
+                return await deleted(conn, statement)
 
     async def _delete_batched(
-        self, where: sa.ColumnElement[bool], what: str, *, dry_run: bool = False, **ids: Any
+        self,
+        where: sa.ColumnElement[bool],
+        what: str,
+        *,
+        dry_run: bool = False,
+        until_none: bool = False,
+        **ids: Any,
     ) -> int:
+        """Delete the rows ``where`` holds, :func:`delete_batch` by batch, until a batch is
+        not full, or (``until_none``: when everything ``where`` holds is to go, steps
+        committed meanwhile too) until one removes nothing."""
         if dry_run:
             statement = count_rows(self._table, where)
             return await self._count(statement, f"{what} (dry run)", **ids)
@@ -358,8 +397,41 @@ class Retention:
         while True:
             count = await self._delete(delete_batch(self._table, where), what, **ids)
             removed += count
-            if count < BATCH_ROWS:
+            if count == 0 or (count < BATCH_ROWS and not until_none):
                 return removed
+
+    async def _erase(self, statement: sa.Delete, what: str, **ids: Any) -> int:
+        """Run ``statement`` again and again, in one transaction, until it removes nothing:
+        the rows removed. A step committed while one ran (unseen by it) goes with the next."""
+        with translated(self._errors, what, **ids):
+            await self._ready()
+            async with self._engine.begin() as conn:
+                removed = 0
+                while count := await deleted(conn, statement):
+                    removed += count
+                return removed
+
+    async def _expire_whole(
+        self, apps: Sequence[tuple[str, str]], cutoff: dt.datetime, what: str, **ids: Any
+    ) -> None:
+        """Remove those of ``apps`` still idle, whole, in one transaction; when one of them
+        took a step the DELETE did not see (:func:`woken_apps`), roll back and try again
+        without it: it keeps every step."""
+        t = self._table
+        pending = list(apps)
+        with translated(self._errors, what, **ids):
+            await self._ready()
+            while pending:
+                async with self._engine.connect() as conn:
+                    transaction = await conn.begin()
+                    await deleted(conn, sa.delete(t).where(still_idle(t, cutoff, pending)))
+                    result = await conn.execute(woken_apps(t, cutoff, pending))
+                    woken = {(row.partition_key, row.app_uid) for row in result}
+                    if not woken:
+                        await transaction.commit()
+                        return
+                    await transaction.rollback()
+                pending = [app for app in pending if app not in woken]
 
     async def delete_app(
         self, partition_key: str | None, app_id: str, *, dry_run: bool = False
@@ -377,7 +449,7 @@ class Retention:
             )
         if self._encoder is not None:
             self._encoder.forget(partition_key or "", app_id)
-        return await self._delete(
+        return await self._erase(
             sa.delete(self._table).where(where), what, app_id=app_id, partition_key=partition_key
         )
 
@@ -388,7 +460,7 @@ class Retention:
         if self._encoder is not None and not dry_run:
             self._encoder.forget(partition_key or "")
         return await self._delete_batched(
-            where, f"Deleting partition {quote(partition_key)}", dry_run=dry_run
+            where, f"Deleting partition {quote(partition_key)}", dry_run=dry_run, until_none=True
         )
 
     async def prune(
@@ -484,7 +556,7 @@ class Retention:
                 self._encoder.forget(app.partition_key, app.app_uid)
         what = "Expiring idle apps"
         for group in whole_app_batches(found):
-            await self._delete(sa.delete(t).where(still_idle(t, cutoff, group)), what)
+            await self._expire_whole(group, cutoff, what)
         for app in found:
             if app.steps > BATCH_ROWS:
                 await self._expire_in_parts(app, cutoff)
@@ -516,4 +588,4 @@ class Retention:
         for end in part_ends(full, app.first, app.last):
             if not await self._delete(sa.delete(t).where(idle, t.c.sequence_id < end), what, **ids):
                 return  # no longer idle (or removed meanwhile)
-        await self._delete(sa.delete(t).where(idle), what, **ids)
+        await self._expire_whole([(partition_key, app_id)], cutoff, what, **ids)

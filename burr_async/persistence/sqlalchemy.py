@@ -145,7 +145,8 @@ class SQLAlchemyPersister(Saving, AsyncBaseStatePersister):
         # was found at); without them self._table and the dialect are those of revision 0003
         self._spawning = True
         self._found: str | None = None
-        # every statement of the persister is a single one: no BEGIN/COMMIT round trips
+        # each write and read is a single statement: no BEGIN/COMMIT round trips (the removals
+        # that need several statements in one transaction run on the engine itself)
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._writer = GroupWriter(self._autocommit, self._dialect)
         self._errors = ErrorContext(
@@ -159,7 +160,7 @@ class SQLAlchemyPersister(Saving, AsyncBaseStatePersister):
         self._schema_lock: anyio.Lock | None = None
         self._closed = False
         self._retention = _retention.Retention(
-            self._table, self._autocommit, self._errors, self._writer, self._encoder, self._ready
+            self._table, engine, self._errors, self._writer, self._encoder, self._ready
         )
 
     @classmethod

@@ -1,6 +1,7 @@
 """Removals racing the steps of the apps they touch, on SQLite and Postgres: when an app takes a
 step in the middle of a prune or an expire, what is left of it is a history that loads, each
-step as it was saved, and the new step is kept."""
+step as it was saved, and the new step is kept; when it takes one while its app is deleted (or
+expired), nothing of the app is left, and a step that finds its predecessor gone is refused."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import datetime as dt
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import anyio
 import pytest
+import sqlalchemy as sa
 
-from burr_async import State
+from burr_async import AppDeletedError, State
 from burr_async.persistence import _retention
 from burr_async.persistence.sqlalchemy import SQLAlchemyPersister
 from tests.databases import Database, age_steps
@@ -135,15 +138,166 @@ async def test_an_expire_of_many_apps_counts_each_removed_app(
         await chat(persister, app_id, n + 1, pk=pk)  # 1 to 7 steps: batches of whole apps
         await age_steps(persister, pk, app_id, dt.timedelta(days=40))
     statements: list[int] = []
-    original = persister._retention._delete
+    original = _retention.deleted
 
-    async def counting(statement: Any, what: str, **ids: Any) -> int:
-        removed = await original(statement, what, **ids)
+    async def counting(conn: Any, statement: Any) -> int:
+        removed = await original(conn, statement)
         statements.append(removed)
         return removed
 
-    monkeypatch.setattr(persister._retention, "_delete", counting)
+    monkeypatch.setattr(_retention, "deleted", counting)
     assert await persister.expire(idle_for=dt.timedelta(days=30), partition_key=pk) == 7
     assert sum(statements) == 28 and max(statements) <= 8
     for app_id in apps:
         assert await persister.history(pk, app_id) == []
+
+
+# -- a step racing the statements that remove its app -------------------------------------------
+# On Postgres a statement sees the rows committed when it began: a DELETE that waits for a row
+# lock, and a step whose INSERT checks for its predecessor while a removal has deleted it but not
+# yet committed, could each leave the new step behind, alone: a delta with nothing to rebuild it
+# from, in an app that was to be erased. SQLite runs one write at a time, so the same tests hold
+# there trivially.
+
+
+async def _await_lock_wait(persister: SQLAlchemyPersister, statement: str) -> None:
+    """Return once a backend runs ``statement`` (a prefix) waiting for a lock (Postgres)."""
+    query = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND query LIKE :prefix"
+    )
+    with anyio.fail_after(10):
+        while True:
+            async with persister.engine.connect() as conn:
+                if (await conn.execute(query, {"prefix": f"{statement}%"})).scalar_one():
+                    return
+            await anyio.sleep(0.01)
+
+
+REMOVES_APP = {
+    "delete_app": lambda p, pk, app_id: p.delete_app(pk, app_id),
+    "delete_partition": lambda p, pk, app_id: p.delete_partition(pk),
+}
+
+
+@pytest.mark.parametrize("removal", list(REMOVES_APP))
+async def test_a_step_committed_while_a_deletion_waits_is_deleted_too(
+    postgres_db: Database, removal: str
+) -> None:
+    async with postgres_db.persister() as persister:
+        pk, app_id = new_id(), new_id()
+        saved = await chat(persister, app_id, 3, pk=pk)
+        t = persister.table
+        first_row = sa.select(t.c.sequence_id).where(
+            t.c.partition_key == pk, t.c.app_uid == app_id, t.c.sequence_id == 0
+        )
+        outcome: dict[str, object] = {}
+        async with persister.engine.connect() as blocker, anyio.create_task_group() as tg:
+            await blocker.execute(first_row.with_for_update(key_share=True))  # holds row 0
+
+            async def remove() -> None:
+                outcome["removed"] = await REMOVES_APP[removal](persister, pk, app_id)
+
+            tg.start_soon(remove)
+            await _await_lock_wait(persister, "DELETE")  # the deletion waits for row 0
+            await chat(persister, app_id, 1, pk=pk, after=saved)  # step 3 commits meanwhile
+            await blocker.rollback()
+        assert await rows(persister, app_id) == []  # nothing is left of the app
+        assert outcome["removed"] == 4
+
+
+@pytest.mark.parametrize("removal", list(REMOVES_APP))
+async def test_a_step_whose_predecessor_a_deletion_removed_is_refused(
+    db: Database, monkeypatch: pytest.MonkeyPatch, removal: str
+) -> None:
+    async with db.persister() as persister:
+        pk, app_id = new_id(), new_id()
+        saved = await chat(persister, app_id, 3, pk=pk)
+        outcome: dict[str, object] = {}
+        original = _retention.deleted
+
+        async def racing(conn: Any, statement: Any) -> int:
+            # the deletion's statements are done, its transaction not yet committed: a step of
+            # the app arrives
+            removed = await original(conn, statement)
+            if removed == 0 and "step" not in outcome:
+                outcome["step"] = "started"
+                tg.start_soon(step)
+                await anyio.sleep(0.3)  # time for the step to commit, were nothing to stop it
+            return removed
+
+        async def step() -> None:
+            try:
+                await chat(persister, app_id, 1, pk=pk, after=saved)
+            except AppDeletedError:
+                outcome["step"] = "refused"
+            else:
+                outcome["step"] = "stored"
+
+        monkeypatch.setattr(_retention, "deleted", racing)
+        async with anyio.create_task_group() as tg:
+            await REMOVES_APP[removal](persister, pk, app_id)
+        assert outcome["step"] == "refused"
+        assert await rows(persister, app_id) == []
+
+
+async def test_an_app_woken_while_an_expire_waits_to_delete_it_is_spared_whole(
+    postgres_db: Database,
+) -> None:
+    async with postgres_db.persister() as persister:
+        pk, app_id = new_id(), new_id()
+        saved = await chat(persister, app_id, 3, pk=pk)
+        await age_steps(persister, pk, app_id, dt.timedelta(days=40))
+        t = persister.table
+        first_row = sa.select(t.c.sequence_id).where(
+            t.c.partition_key == pk, t.c.app_uid == app_id, t.c.sequence_id == 0
+        )
+        outcome: dict[str, int] = {}
+        async with persister.engine.connect() as blocker, anyio.create_task_group() as tg:
+            await blocker.execute(first_row.with_for_update(key_share=True))
+
+            async def expire() -> None:
+                outcome["removed"] = await persister.expire(
+                    idle_for=dt.timedelta(days=30), partition_key=pk
+                )
+
+            tg.start_soon(expire)
+            await _await_lock_wait(persister, "DELETE")
+            await chat(persister, app_id, 1, pk=pk, after=saved)  # the app wakes up meanwhile
+            await blocker.rollback()
+        assert outcome["removed"] == 0
+        await assert_loads_as_saved(persister, pk, app_id, saved)
+        assert [seq for seq, _delta, _text in await rows(persister, app_id)] == [0, 1, 2, 3]
+
+
+async def test_a_step_of_an_app_an_expire_removed_is_refused(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with db.persister() as persister:
+        pk, app_id = new_id(), new_id()
+        saved = await chat(persister, app_id, 3, pk=pk)
+        await age_steps(persister, pk, app_id, dt.timedelta(days=40))
+        outcome: dict[str, str] = {}
+        original = _retention.deleted
+
+        async def racing(conn: Any, statement: Any) -> int:
+            removed = await original(conn, statement)
+            if removed and "step" not in outcome:
+                outcome["step"] = "started"
+                tg.start_soon(step)
+                await anyio.sleep(0.3)
+            return removed
+
+        async def step() -> None:
+            try:
+                await chat(persister, app_id, 1, pk=pk, after=saved)
+            except AppDeletedError:
+                outcome["step"] = "refused"
+            else:
+                outcome["step"] = "stored"
+
+        monkeypatch.setattr(_retention, "deleted", racing)
+        async with anyio.create_task_group() as tg:
+            removed = await persister.expire(idle_for=dt.timedelta(days=30), partition_key=pk)
+        assert (removed, outcome["step"]) == (1, "refused")
+        assert await rows(persister, app_id) == []
