@@ -272,6 +272,12 @@ class Dialect(ABC):
         value the driver cannot encode): the connection is still good, and a batch is retried
         row by row so that one bad row cannot sink the others."""
 
+    def is_deadlock(self, exc: BaseException) -> bool:
+        """Whether the database aborted the statement ``exc`` came from to break a cycle of
+        lock waits (nothing of it is stored). The writer then writes a batch's rows one by
+        one: a single row's INSERT holds no lock while it waits, so it cannot be in a cycle."""
+        return False
+
     @abstractmethod
     def outcome_unknown(self, exc: BaseException) -> bool:
         """Whether a write that raised ``exc`` may all the same have committed: the connection

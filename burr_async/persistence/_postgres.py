@@ -27,6 +27,7 @@ _CONNECTION_CLASS = "08"  # connection exception
 # operator intervention that ends the session: the statement may have committed before it
 _SESSION_ENDED = ("57P01", "57P02", "57P03", "57P04", "57P05")
 _UNDEFINED = ("42P01", "3F000")  # undefined_table, invalid_schema_name
+_DEADLOCK = "40P01"  # deadlock_detected: the statement was rolled back
 
 STATEMENT_TIMEOUT = 30.0
 """Seconds a statement of the write path or of a load waits for the server's answer, unless the
@@ -135,6 +136,11 @@ class PostgresDialect(Dialect):
         if isinstance(exc, ValueError | TypeError | OverflowError):
             return True  # asyncpg could not encode a value (its DataError is a ValueError)
         return isinstance(exc, asyncpg.PostgresError) and _sqlstate(exc)[:2] in _ROW_CLASSES
+
+    def is_deadlock(self, exc: BaseException) -> bool:
+        # a batch's INSERT locks its rows' predecessors one by one (predecessor_lock), and a
+        # DELETE of several apps' rows locks those: each may hold what the other waits for
+        return isinstance(exc, asyncpg.PostgresError) and _sqlstate(exc) == _DEADLOCK
 
     def outcome_unknown(self, exc: BaseException) -> bool:
         if self.is_row_error(exc):

@@ -371,8 +371,9 @@ class GroupWriter:
             else:
                 inserted = await self.dialect.insert_many(driver, [p.values for p in rows])
         except Exception as exc:
-            if len(rows) > 1 and self.dialect.is_row_error(exc):
-                for pending in rows:  # find the bad row(s): the others still commit
+            if len(rows) > 1 and (self.dialect.is_row_error(exc) or self.dialect.is_deadlock(exc)):
+                # find the bad row(s), or step out of the lock cycle: the others still commit
+                for pending in rows:
                     await self._write_alone(pending)
                 return
             await self._fail(rows, exc)

@@ -192,18 +192,27 @@ async def test_a_step_committed_while_a_deletion_waits_is_deleted_too(
             t.c.partition_key == pk, t.c.app_uid == app_id, t.c.sequence_id == 0
         )
         outcome: dict[str, object] = {}
+
+        async def remove() -> None:
+            outcome["removed"] = await REMOVES_APP[removal](persister, pk, app_id)
+
+        async def step() -> None:
+            try:
+                await chat(persister, app_id, 1, pk=pk, after=saved)
+            except AppDeletedError:
+                outcome["step"] = "refused"  # it waited for a row the deletion had locked
+            else:
+                outcome["step"] = "stored"
+
         async with persister.engine.connect() as blocker, anyio.create_task_group() as tg:
             await blocker.execute(first_row.with_for_update(key_share=True))  # holds row 0
-
-            async def remove() -> None:
-                outcome["removed"] = await REMOVES_APP[removal](persister, pk, app_id)
-
             tg.start_soon(remove)
             await _await_lock_wait(persister, "DELETE")  # the deletion waits for row 0
-            await chat(persister, app_id, 1, pk=pk, after=saved)  # step 3 commits meanwhile
+            tg.start_soon(step)  # step 3, while the deletion waits
+            await anyio.sleep(0.3)  # time to commit, unless it waits for the deletion
             await blocker.rollback()
         assert await rows(persister, app_id) == []  # nothing is left of the app
-        assert outcome["removed"] == 4
+        assert (outcome["step"], outcome["removed"]) in {("stored", 4), ("refused", 3)}
 
 
 @pytest.mark.parametrize("removal", list(REMOVES_APP))
@@ -301,3 +310,56 @@ async def test_a_step_of_an_app_an_expire_removed_is_refused(
             removed = await persister.expire(idle_for=dt.timedelta(days=30), partition_key=pk)
         assert (removed, outcome["step"]) == (1, "refused")
         assert await rows(persister, app_id) == []
+
+
+async def test_a_batch_caught_in_a_deadlock_with_a_deletion_is_written_row_by_row(
+    postgres_db: Database,
+) -> None:
+    """A multi-row INSERT locks its rows' predecessors one by one, and a DELETE of rows of
+    several apps locks those rows: the two can wait for each other, and Postgres then aborts
+    one. When it aborts the INSERT (nothing of it stored), its rows are written one at a time
+    (a single-row INSERT holds no lock while it waits, so it cannot deadlock): an app that is
+    not being deleted still gets its step stored."""
+    async with postgres_db.persister() as persister:
+        pk = new_id()
+        z, a1, b, a2 = (new_id() for _ in range(4))
+        saved = {app: await chat(persister, app, 1, pk=pk) for app in (z, a1, b, a2)}
+        t = persister.table
+
+        def rows_of(app: str) -> Any:
+            return sa.and_(t.c.partition_key == pk, t.c.app_uid == app)
+
+        outcome: dict[str, str] = {}
+
+        async def step(app: str) -> None:
+            try:
+                await chat(persister, app, 1, pk=pk, after=saved[app])
+            except AppDeletedError:
+                outcome[app] = "refused"
+            except Exception as exc:
+                outcome[app] = f"failed: {exc}"
+            else:
+                outcome[app] = "stored"
+
+        async with (
+            persister.engine.connect() as blocker,
+            persister.engine.connect() as deletion,
+            anyio.create_task_group() as tg,
+        ):
+            # z's step waits for a row lock, so that the next three steps queue up as one batch
+            await blocker.execute(sa.select(t.c.sequence_id).where(rows_of(z)).with_for_update())
+            tg.start_soon(step, z)
+            await _await_lock_wait(persister, "INSERT")
+            for app in (a1, b, a2):
+                tg.start_soon(step, app)
+            await anyio.sleep(0.2)  # a1, b and a2 are queued behind z
+            # a deletion of the partition's apps holds a2's rows; it outwaits the INSERT, whose
+            # backend (deadlock_timeout 1 s) then finds the deadlock and is the one aborted
+            await deletion.execute(sa.text("SET LOCAL deadlock_timeout = '20s'"))
+            await deletion.execute(sa.delete(t).where(rows_of(a2)))
+            await blocker.rollback()  # z's step commits; the batch locks a1's and b's rows...
+            await _await_lock_wait(persister, "INSERT")  # ...and waits for a2's
+            await deletion.execute(sa.delete(t).where(rows_of(a1)))  # waits for the batch
+            await deletion.commit()
+        assert outcome == {z: "stored", a1: "refused", b: "stored", a2: "refused"}
+        assert [seq for seq, _delta, _text in await rows(persister, b)] == [0, 1]

@@ -29,6 +29,10 @@ class ServerError(Exception):
     """A statement error that says nothing about any one row (a timeout, a read-only server)."""
 
 
+class Deadlock(Exception):
+    """The fake database aborted a statement to break a cycle of lock waits."""
+
+
 class _Connection:
     close_delay = 0.0  # how long returning a connection to the pool takes
 
@@ -128,6 +132,9 @@ class FakeDialect:
 
     def is_row_error(self, exc: BaseException) -> bool:
         return isinstance(exc, RowRejected)
+
+    def is_deadlock(self, exc: BaseException) -> bool:
+        return isinstance(exc, Deadlock)
 
     def outcome_unknown(self, exc: BaseException) -> bool:
         return isinstance(exc, ConnectionResetError | TimeoutError)
@@ -262,6 +269,25 @@ async def test_an_error_about_no_row_fails_the_whole_batch_at_once(
     assert outcomes[0] is None
     assert all(isinstance(o, ServerError) for o in outcomes[1:])
     assert dialect.statements == [1, 4]  # nothing retried alone
+
+
+async def test_a_batch_aborted_to_break_a_deadlock_is_written_row_by_row(
+    writer: GroupWriter, dialect: FakeDialect
+) -> None:
+    dialect.fail_batches = Deadlock("deadlock detected")
+    dialect.gate = anyio.Event()
+
+    async def release() -> None:
+        await anyio.sleep(0.01)
+        assert dialect.gate is not None
+        dialect.gate.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(release)
+        outcomes = await write_all(writer, [row(f"a{i}") for i in range(4)])
+    assert outcomes == [None] * 4  # every row stored
+    assert dialect.statements == [1, 3, 1, 1, 1]  # the batch was aborted, then row by row
+    assert len(dialect.rows) == 4
 
 
 async def test_a_lost_reply_of_a_stored_row_counts_as_committed(
