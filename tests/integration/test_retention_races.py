@@ -174,6 +174,20 @@ async def _await_lock_wait(persister: SQLAlchemyPersister, statement: str) -> No
             await anyio.sleep(0.01)
 
 
+async def attempt_step(
+    persister: SQLAlchemyPersister, pk: str, app_id: str, saved: list[State]
+) -> str:
+    """Save the app's next step (extending ``saved``): "stored", "refused" (AppDeletedError:
+    its predecessor is gone), or "failed: ..." for any other error."""
+    try:
+        await chat(persister, app_id, 1, pk=pk, after=saved)
+    except AppDeletedError:
+        return "refused"
+    except Exception as exc:
+        return f"failed: {exc}"
+    return "stored"
+
+
 REMOVES_APP = {
     "delete_app": lambda p, pk, app_id: p.delete_app(pk, app_id),
     "delete_partition": lambda p, pk, app_id: p.delete_partition(pk),
@@ -196,13 +210,8 @@ async def test_a_step_committed_while_a_deletion_waits_is_deleted_too(
         async def remove() -> None:
             outcome["removed"] = await REMOVES_APP[removal](persister, pk, app_id)
 
-        async def step() -> None:
-            try:
-                await chat(persister, app_id, 1, pk=pk, after=saved)
-            except AppDeletedError:
-                outcome["step"] = "refused"  # it waited for a row the deletion had locked
-            else:
-                outcome["step"] = "stored"
+        async def step() -> None:  # refused when it waited for a row the deletion locked
+            outcome["step"] = await attempt_step(persister, pk, app_id, saved)
 
         async with persister.engine.connect() as blocker, anyio.create_task_group() as tg:
             await blocker.execute(first_row.with_for_update(key_share=True))  # holds row 0
@@ -236,12 +245,7 @@ async def test_a_step_whose_predecessor_a_deletion_removed_is_refused(
             return removed
 
         async def step() -> None:
-            try:
-                await chat(persister, app_id, 1, pk=pk, after=saved)
-            except AppDeletedError:
-                outcome["step"] = "refused"
-            else:
-                outcome["step"] = "stored"
+            outcome["step"] = await attempt_step(persister, pk, app_id, saved)
 
         monkeypatch.setattr(_retention, "deleted", racing)
         async with anyio.create_task_group() as tg:
@@ -298,12 +302,7 @@ async def test_a_step_of_an_app_an_expire_removed_is_refused(
             return removed
 
         async def step() -> None:
-            try:
-                await chat(persister, app_id, 1, pk=pk, after=saved)
-            except AppDeletedError:
-                outcome["step"] = "refused"
-            else:
-                outcome["step"] = "stored"
+            outcome["step"] = await attempt_step(persister, pk, app_id, saved)
 
         monkeypatch.setattr(_retention, "deleted", racing)
         async with anyio.create_task_group() as tg:
@@ -332,14 +331,7 @@ async def test_a_batch_caught_in_a_deadlock_with_a_deletion_is_written_row_by_ro
         outcome: dict[str, str] = {}
 
         async def step(app: str) -> None:
-            try:
-                await chat(persister, app, 1, pk=pk, after=saved[app])
-            except AppDeletedError:
-                outcome[app] = "refused"
-            except Exception as exc:
-                outcome[app] = f"failed: {exc}"
-            else:
-                outcome[app] = "stored"
+            outcome[app] = await attempt_step(persister, pk, app, saved[app])
 
         async with (
             persister.engine.connect() as blocker,

@@ -196,15 +196,11 @@ async def write_all(writer: GroupWriter, rows: list[tuple[Any, ...]]) -> list[An
     return outcomes
 
 
-async def test_an_idle_writer_writes_at_once(writer: GroupWriter, dialect: FakeDialect) -> None:
-    await writer.write(row("a"))
-    assert dialect.statements == [1]
-    assert ("p", "a", 0) in dialect.rows
-
-
-async def test_rows_arriving_during_a_write_share_the_next_statement(
-    writer: GroupWriter, dialect: FakeDialect
-) -> None:
+async def write_behind_a_slow_first(
+    writer: GroupWriter, dialect: FakeDialect, rows: list[tuple[Any, ...]]
+) -> list[Any]:
+    """:func:`write_all`, the first statement held for 10 ms: the rows after the first queue
+    up behind it and go as the next batch."""
     dialect.gate = anyio.Event()
 
     async def release() -> None:
@@ -214,7 +210,19 @@ async def test_rows_arriving_during_a_write_share_the_next_statement(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(release)
-        outcomes = await write_all(writer, [row(f"a{i}") for i in range(6)])
+        return await write_all(writer, rows)
+
+
+async def test_an_idle_writer_writes_at_once(writer: GroupWriter, dialect: FakeDialect) -> None:
+    await writer.write(row("a"))
+    assert dialect.statements == [1]
+    assert ("p", "a", 0) in dialect.rows
+
+
+async def test_rows_arriving_during_a_write_share_the_next_statement(
+    writer: GroupWriter, dialect: FakeDialect
+) -> None:
+    outcomes = await write_behind_a_slow_first(writer, dialect, [row(f"a{i}") for i in range(6)])
     assert outcomes == [None] * 6
     assert dialect.statements == [1, 5]  # the leader alone, then everyone who queued behind it
 
@@ -233,16 +241,9 @@ async def test_a_bad_row_is_isolated_and_the_others_commit(
     writer: GroupWriter, dialect: FakeDialect
 ) -> None:
     dialect.bad_apps = {"bad"}
-    dialect.gate = anyio.Event()
-
-    async def release() -> None:
-        await anyio.sleep(0.01)
-        assert dialect.gate is not None
-        dialect.gate.set()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(release)
-        outcomes = await write_all(writer, [row("lead"), row("b1"), row("bad"), row("b2")])
+    outcomes = await write_behind_a_slow_first(
+        writer, dialect, [row("lead"), row("b1"), row("bad"), row("b2")]
+    )
     assert [type(o).__name__ if o else None for o in outcomes] == [
         None,
         None,
@@ -256,16 +257,7 @@ async def test_an_error_about_no_row_fails_the_whole_batch_at_once(
     writer: GroupWriter, dialect: FakeDialect
 ) -> None:
     dialect.fail_batches = ServerError("statement timeout")
-    dialect.gate = anyio.Event()
-
-    async def release() -> None:
-        await anyio.sleep(0.01)
-        assert dialect.gate is not None
-        dialect.gate.set()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(release)
-        outcomes = await write_all(writer, [row(f"a{i}") for i in range(5)])
+    outcomes = await write_behind_a_slow_first(writer, dialect, [row(f"a{i}") for i in range(5)])
     assert outcomes[0] is None
     assert all(isinstance(o, ServerError) for o in outcomes[1:])
     assert dialect.statements == [1, 4]  # nothing retried alone
@@ -275,16 +267,7 @@ async def test_a_batch_aborted_to_break_a_deadlock_is_written_row_by_row(
     writer: GroupWriter, dialect: FakeDialect
 ) -> None:
     dialect.fail_batches = Deadlock("deadlock detected")
-    dialect.gate = anyio.Event()
-
-    async def release() -> None:
-        await anyio.sleep(0.01)
-        assert dialect.gate is not None
-        dialect.gate.set()
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(release)
-        outcomes = await write_all(writer, [row(f"a{i}") for i in range(4)])
+    outcomes = await write_behind_a_slow_first(writer, dialect, [row(f"a{i}") for i in range(4)])
     assert outcomes == [None] * 4  # every row stored
     assert dialect.statements == [1, 3, 1, 1, 1]  # the batch was aborted, then row by row
     assert len(dialect.rows) == 4
