@@ -22,7 +22,7 @@ from burr_async.errors import (
     quote,
 )
 from burr_async.persistence import _delta, _retention, _rows
-from burr_async.persistence._dialect import dialect_for
+from burr_async.persistence._dialect import Key, dialect_for
 from burr_async.persistence._errors import ErrorContext, translated
 from burr_async.persistence._saving import Saving
 from burr_async.persistence._writer import GroupWriter
@@ -139,6 +139,7 @@ class SQLAlchemyPersister(Saving, AsyncBaseStatePersister):
             if storage == "delta" and isinstance(self._serde, OrjsonSerde) and snapshot_every > 1
             else None
         )
+        self._unsure: dict[Key, tuple[State, _delta.Encoded]] = {}
         self._deltas = False  # set by the schema check: whether the table takes delta rows
         self._trims = False  # and whether they may have a trim section (revision 0005 on)
         # set by the schema check: whether the table has the spawn_* columns (the revision it
@@ -368,41 +369,6 @@ class SQLAlchemyPersister(Saving, AsyncBaseStatePersister):
     _settled_save_of = save
     """The ``save`` that :meth:`_save_settled` stands for: a subclass that overrides ``save``
     has its own, which an application's step store then calls (in a task of its own)."""
-
-    async def _save(
-        self,
-        partition_key: str | None,
-        app_id: str,
-        sequence_id: int,
-        position: str,
-        state: State,
-        status: Status,
-        error: str | None,
-        parent: ParentPointer | None,
-        created_at: dt.datetime | None,
-        spawning_parent: ParentPointer | None = None,
-    ) -> None:
-        """:meth:`save`, stamped ``created_at`` (an aware datetime) instead of now: how
-        ``burr-async import-burr`` keeps the time Burr stored a step at."""
-        self._check_open("save")
-        _check_ids(app_id, partition_key)
-        with self._saving(app_id, partition_key, sequence_id, position):
-            if not self._schema_checked:
-                await self._check_schema()
-            values, written = self._row(
-                partition_key,
-                app_id,
-                sequence_id,
-                position,
-                state,
-                status,
-                error,
-                parent,
-                created_at,
-                spawning_parent,
-            )
-            await self._writer.write(values)
-            self._committed(values, written)
 
     # -- reading ------------------------------------------------------------------------------
     def _to_data(

@@ -12,7 +12,16 @@ import anyio.lowlevel
 import pytest
 import sqlalchemy as sa
 
-from burr_async import ConcurrentStepError, PersistenceError, SQLAlchemyPersister, State
+from burr_async import (
+    ApplicationBuilder,
+    CommitUnknownError,
+    ConcurrentStepError,
+    PersistenceError,
+    SQLAlchemyPersister,
+    State,
+    action,
+    default,
+)
 from tests.databases import Database
 
 pytestmark = pytest.mark.anyio
@@ -434,3 +443,58 @@ async def test_a_failed_write_that_did_not_land_is_still_an_error(
     with pytest.raises(PersistenceError, match="Saving the step failed"):
         await app.astep()
     assert app.sequence_id is None
+
+
+async def test_a_step_whose_outcome_is_unknown_settles_after_its_app_is_loaded_meanwhile(
+    persister: SQLAlchemyPersister, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write commits but its answer is lost and reading it back fails (CommitUnknownError);
+    before the application writes the step again, another request loads the app (which the
+    delta encoder takes as the app's latest, and so would encode the step otherwise). The
+    step written again is the very row stored: it counts as committed, not as a conflict."""
+    from burr_async.persistence import _writer
+
+    @action(reads=["msgs"], writes=["msgs"])
+    async def say(state: State, text: str) -> State:
+        return state.append(msgs=text)
+
+    app_id = new_id()
+    app = await (
+        ApplicationBuilder()
+        .with_actions(say)
+        .with_transitions(("say", "say", default))
+        .with_state({"msgs": [], "profile": "x" * 500})  # deltas pay: steps 1 and 2 are deltas
+        .with_entrypoint("say")
+        .with_identifiers(app_id=app_id, partition_key="u")
+        .with_state_persister(persister)
+        .abuild()
+    )
+    await app.astep(inputs={"text": "a"})
+    await app.astep(inputs={"text": "b"})
+    dialect = persister._writer.dialect
+    insert_one, is_stored = dialect.insert_one, dialect.is_stored
+    faults = {"reply": True, "read_back": True}
+
+    async def lost_reply(driver: Any, values: Any) -> bool:
+        inserted = await insert_one(driver, values)
+        if faults.pop("reply", False):
+            raise ConnectionResetError("connection lost before the reply")
+        return inserted
+
+    async def unreachable(driver: Any, values: Any) -> bool | None:
+        if faults["read_back"]:
+            raise ConnectionResetError("the database is unreachable")
+        return await is_stored(driver, values)
+
+    monkeypatch.setattr(_writer, "SETTLE_DELAYS", (0.0, 0.0))
+    monkeypatch.setattr(dialect, "insert_one", lost_reply)
+    monkeypatch.setattr(dialect, "is_stored", unreachable)
+    with pytest.raises(CommitUnknownError):
+        await app.astep(inputs={"text": "c"})
+    faults["read_back"] = False
+    loaded = await persister.load("u", app_id)  # another request reads the chat
+    assert loaded is not None and loaded.state["msgs"] == ["a", "b", "c"]
+    await app.astep(inputs={"text": "not used: the step is settled, not run again"})
+    assert (app.sequence_id, app.state["msgs"]) == (2, ["a", "b", "c"])
+    history = await persister.history("u", app_id)
+    assert [h.state["msgs"] for h in history] == [["a"], ["a", "b"], ["a", "b", "c"]]
