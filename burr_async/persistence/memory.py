@@ -11,6 +11,7 @@ from burr_async.errors import (
     ConfigurationError,
     PersistenceError,
 )
+from burr_async.persistence._rows import ESCAPED_NUL, page, refuse_nul
 from burr_async.persistence.base import (
     AppSummary,
     AsyncBaseStatePersister,
@@ -60,6 +61,15 @@ class InMemoryPersister(AsyncBaseStatePersister):
         """Refuse every further call, as the database persisters do after closing."""
         self._closed = True
 
+    async def initialize(self) -> None:
+        """Nothing to set up (refused once closed, as every call)."""
+        self._check_open("initialize")
+
+    async def is_initialized(self) -> bool:
+        """True: nothing to set up (refused once closed, as every call)."""
+        self._check_open("is_initialized")
+        return True
+
     async def save(
         self,
         partition_key: str | None,
@@ -76,6 +86,8 @@ class InMemoryPersister(AsyncBaseStatePersister):
         self._check_open("save")
         _check_ids(app_id, partition_key)
         encoded = self._serde.dumps(state)
+        if ESCAPED_NUL in encoded:
+            refuse_nul(encoded)  # as the database persisters: Postgres cannot store one
         pk = partition_key or ""
         steps = self._rows.setdefault((pk, app_id), {})
         if sequence_id in steps:
@@ -93,9 +105,9 @@ class InMemoryPersister(AsyncBaseStatePersister):
             encoded,
             status,
             error,
-            parent,
+            _in_partition(parent),
             dt.datetime.now(dt.UTC),
-            spawning_parent,
+            _in_partition(spawning_parent),
         )
         apps = self._order.setdefault(pk, {})
         apps.pop(app_id, None)
@@ -211,10 +223,10 @@ class InMemoryPersister(AsyncBaseStatePersister):
     ) -> list[PersistedStateData]:
         self._check_open("history")
         _check_ids(app_id, partition_key)
+        after, most = page(after_sequence_id, limit)
         pk = partition_key or ""
         steps = self._rows.get((pk, app_id), {})
-        after = -1 if after_sequence_id is None else after_sequence_id
-        chosen = [seq for seq in sorted(steps) if seq > after][:limit]
+        chosen = [seq for seq in sorted(steps) if seq > after][:most]
         return [self._data(pk, app_id, steps[seq]) for seq in chosen]
 
     # -- bounded storage (as SQLAlchemyPersister's) ----------------------------------------------
@@ -361,3 +373,10 @@ class AsyncDevNullPersister(AsyncBaseStatePersister):
     async def aclose(self) -> None:
         """Refuse every further call, as the other persisters do after closing."""
         self._closed = True
+
+
+def _in_partition(pointer: ParentPointer | None) -> ParentPointer | None:
+    """``pointer`` with the default partition as None, as every read reports it."""
+    if pointer is None or pointer.partition_key:
+        return pointer
+    return ParentPointer(pointer.app_id, None, pointer.sequence_id)

@@ -9,6 +9,7 @@ import pytest
 
 from burr_async import (
     ConcurrentStepError,
+    ConfigurationError,
     ParentPointer,
     PersistenceError,
     SerializationError,
@@ -220,3 +221,59 @@ async def test_list_children_finds_the_apps_a_step_spawned(any_persister: Any) -
     assert await any_persister.list_children(parent_pk, parent, 4) == []
     assert await any_persister.list_children(parent_pk, new_id()) == []
     assert len(await any_persister.list_children(None, parent)) == 1
+
+
+async def test_a_nul_character_in_a_state_string_is_refused_alike(any_persister: Any) -> None:
+    """Postgres cannot store one in JSONB, so no persister does: the same SerializationError,
+    naming the key, and nothing stored."""
+    app = new_id()
+    with pytest.raises(SerializationError, match="note"):
+        await any_persister.save("p", app, 0, "a", State({"note": "a\x00b"}), "completed")
+    assert await any_persister.load("p", app) is None
+
+
+async def test_a_parent_in_the_default_partition_reads_back_as_none(any_persister: Any) -> None:
+    """``None`` and ``""`` are the same partition, and every read says ``None``."""
+    source, pk, app = new_id(), new_id(), new_id()
+    await any_persister.save("", source, 0, "a", State({}), "completed")
+    await any_persister.save(
+        pk,
+        app,
+        0,
+        "a",
+        State({}),
+        "completed",
+        parent=ParentPointer(source, "", 0),
+        spawning_parent=ParentPointer(source, "", 0),
+    )
+    loaded = await any_persister.load(pk, app)
+    assert loaded is not None
+    assert loaded.parent == ParentPointer(source, None, 0)
+    assert loaded.spawning_parent == ParentPointer(source, None, 0)
+    [listed] = await any_persister.list_apps(pk)
+    assert listed.spawning_parent == ParentPointer(source, None, 0)
+
+
+@pytest.mark.parametrize(
+    "paging",
+    [
+        {"limit": -1},
+        {"limit": True},
+        {"limit": "2"},
+        {"after_sequence_id": True},
+        {"after_sequence_id": "x"},
+    ],
+)
+async def test_history_refuses_a_bad_page_alike(any_persister: Any, paging: dict[str, Any]) -> None:
+    app = new_id()
+    for seq in range(3):
+        await any_persister.save("p", app, seq, "a", State({}), "completed")
+    with pytest.raises(ConfigurationError):
+        await any_persister.history("p", app, **paging)
+
+
+async def test_a_closed_persister_refuses_to_initialize(any_persister: Any) -> None:
+    await any_persister.aclose()
+    for call in (any_persister.initialize, any_persister.is_initialized):
+        with pytest.raises(PersistenceError, match="closed"):
+            await call()
