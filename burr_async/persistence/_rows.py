@@ -10,10 +10,16 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from burr_async.errors import ConfigurationError, SerializationError, quote
 from burr_async.persistence import _delta
 from burr_async.persistence._dialect import as_utc
-from burr_async.persistence.base import AppSummary, ParentPointer, _check_limit
+from burr_async.persistence.base import (
+    _ESCAPED_NUL,
+    AppSummary,
+    ParentPointer,
+    _check_after,
+    _check_limit,
+    _refuse_nul,
+)
 
 __all__ = ["ALL", "ESCAPED_NUL", "page", "pointer", "refuse_nul", "summaries"]
 
@@ -56,38 +62,16 @@ def summaries(rows: Sequence[sa.Row[Any]]) -> list[AppSummary]:
 
 def page(after_sequence_id: int | None, limit: int | None) -> tuple[int, int]:
     """``(after, limit)`` for a history query; ConfigurationError for a bad page."""
-    if after_sequence_id is not None and (
-        isinstance(after_sequence_id, bool) or not isinstance(after_sequence_id, int)
-    ):
-        raise ConfigurationError(f"after_sequence_id must be an int, not {after_sequence_id!r}.")
-    return (-1 if after_sequence_id is None else after_sequence_id), (
-        ALL if limit is None else min(_check_limit(limit, "steps"), ALL)
-    )
+    after = _check_after(after_sequence_id)
+    return after, (ALL if limit is None else min(_check_limit(limit, "steps"), ALL))
 
 
-ESCAPED_NUL = b"\\u0000"  # how JSON writes a NUL character inside a string
+ESCAPED_NUL = _ESCAPED_NUL
 
 
 def refuse_nul(encoded: bytes) -> None:
     """SerializationError naming the state key whose value holds a string (or dict key) with a
-    NUL character: Postgres cannot store one in JSONB, so neither backend does. ``encoded``
-    merely contains the escape, which may be a backslash followed by ``u0000`` in the text."""
-
-    def has_nul(value: object) -> bool:
-        if isinstance(value, str):
-            return "\x00" in value
-        if isinstance(value, dict):
-            return any(has_nul(k) or has_nul(v) for k, v in value.items())
-        if isinstance(value, list):
-            return any(has_nul(v) for v in value)
-        return False
-
+    NUL character (``base._refuse_nul``). ``encoded`` (a full state or a delta) merely contains
+    the escape, which may be a backslash followed by ``u0000`` in the text."""
     values = _delta.sections(encoded)
-    for key, value in (orjson.loads(encoded) if values is None else values).items():
-        if has_nul(key) or has_nul(value):
-            raise SerializationError(
-                f"State key {quote(key)} holds a string with a NUL character, which the "
-                "database cannot store (Postgres refuses it in JSON, and SQLite is held to the "
-                "same rule). Remove or replace the NUL characters. Nothing was written.",
-                key=key,
-            )
+    _refuse_nul(orjson.loads(encoded) if values is None else values)

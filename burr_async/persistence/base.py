@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from burr_async.errors import ConfigurationError, InvalidIdentifierError
+from burr_async.errors import (
+    ConfigurationError,
+    InvalidIdentifierError,
+    SerializationError,
+    quote,
+)
 from burr_async.state import State
 
 __all__ = [
@@ -67,6 +73,44 @@ def _check_limit(limit: object, what: str) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise ConfigurationError(f"limit must be a whole number of {what}, not {limit!r}.")
     return limit
+
+
+def _check_after(after_sequence_id: object) -> int:
+    """The sequence id a page of history starts after (-1: from the first step), else
+    ConfigurationError."""
+    if after_sequence_id is None:
+        return -1
+    if isinstance(after_sequence_id, bool) or not isinstance(after_sequence_id, int):
+        raise ConfigurationError(f"after_sequence_id must be an int, not {after_sequence_id!r}.")
+    return after_sequence_id
+
+
+_ESCAPED_NUL = b"\\u0000"  # how JSON writes a NUL character inside a string
+
+
+def _has_nul(value: object) -> bool:
+    """Whether ``value`` (a string, or dicts and lists of them) holds a NUL character."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _refuse_nul(values: Mapping[str, Any]) -> None:
+    """SerializationError naming the first key of ``values`` (a state's, or a step's changes)
+    whose value holds a string (or dict key) with a NUL character: Postgres cannot store one in
+    JSONB, so no persister does."""
+    for key, value in values.items():
+        if _has_nul(key) or _has_nul(value):
+            raise SerializationError(
+                f"State key {quote(key)} holds a string with a NUL character, which the "
+                "database cannot store (Postgres refuses it in JSON, and SQLite is held to the "
+                "same rule). Remove or replace the NUL characters. Nothing was written.",
+                key=key,
+            )
 
 
 def _cutoff(idle_for: object) -> dt.datetime:

@@ -11,18 +11,20 @@ from burr_async.errors import (
     ConfigurationError,
     PersistenceError,
 )
-from burr_async.persistence._rows import ESCAPED_NUL, page, refuse_nul
 from burr_async.persistence.base import (
+    _ESCAPED_NUL,
     AppSummary,
     AsyncBaseStatePersister,
     ParentPointer,
     PersistedStateData,
     Status,
+    _check_after,
     _check_id,
     _check_ids,
     _check_keep_last,
     _check_limit,
     _cutoff,
+    _refuse_nul,
 )
 from burr_async.serde import OrjsonSerde, Serde
 from burr_async.state import State
@@ -86,8 +88,8 @@ class InMemoryPersister(AsyncBaseStatePersister):
         self._check_open("save")
         _check_ids(app_id, partition_key)
         encoded = self._serde.dumps(state)
-        if ESCAPED_NUL in encoded:
-            refuse_nul(encoded)  # as the database persisters: Postgres cannot store one
+        if _ESCAPED_NUL in encoded:  # as the database persisters: Postgres cannot store one
+            _refuse_nul(state._data)
         pk = partition_key or ""
         steps = self._rows.setdefault((pk, app_id), {})
         if sequence_id in steps:
@@ -223,7 +225,8 @@ class InMemoryPersister(AsyncBaseStatePersister):
     ) -> list[PersistedStateData]:
         self._check_open("history")
         _check_ids(app_id, partition_key)
-        after, most = page(after_sequence_id, limit)
+        after = _check_after(after_sequence_id)
+        most = None if limit is None else _check_limit(limit, "steps")
         pk = partition_key or ""
         steps = self._rows.get((pk, app_id), {})
         chosen = [seq for seq in sorted(steps) if seq > after][:most]
