@@ -40,6 +40,7 @@ from burr_async.persistence.base import (
     _check_id,
     _check_ids,
     _check_keep_last,
+    _cursor_time,
     _cutoff,
 )
 from burr_async.persistence.models import SPAWN_COLUMNS
@@ -320,12 +321,13 @@ def apps_page(
     if status is not None:
         query = query.where(t.c.status == status)
     if after is not None:
+        when = _cursor_time(after)  # ConfigurationError for anything but an AppSummary
         pk = after.partition_key or ""
         query = query.where(
             sa.or_(
-                t.c.created_at < after.updated_at,
+                t.c.created_at < when,
                 sa.and_(
-                    t.c.created_at == after.updated_at,
+                    t.c.created_at == when,
                     sa.tuple_(t.c.partition_key, t.c.app_uid) > sa.tuple_(pk, after.app_id),
                 ),
             )

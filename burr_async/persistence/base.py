@@ -75,6 +75,18 @@ def _check_limit(limit: object, what: str) -> int:
     return limit
 
 
+def _cursor_time(after: object) -> dt.datetime:
+    """The time of a ``list_apps`` cursor (an ``AppSummary``), in UTC (a naive one is UTC, as
+    stored times are), so that it compares as the instant it is; ConfigurationError for
+    anything but an ``AppSummary``."""
+    if not isinstance(after, AppSummary):
+        raise ConfigurationError(
+            f"after must be the AppSummary a page ended with (its last item), not {after!r}."
+        )
+    when = after.updated_at
+    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
+
+
 def _check_after(after_sequence_id: object) -> int:
     """The sequence id a page of history starts after (-1: from the first step), else
     ConfigurationError."""

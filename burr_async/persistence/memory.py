@@ -23,6 +23,7 @@ from burr_async.persistence.base import (
     _check_ids,
     _check_keep_last,
     _check_limit,
+    _cursor_time,
     _cutoff,
     _refuse_nul,
 )
@@ -144,6 +145,7 @@ class InMemoryPersister(AsyncBaseStatePersister):
 
     async def list_app_ids(self, partition_key: str | None) -> list[str]:
         self._check_open("list_app_ids")
+        _check_id("partition_key", partition_key, optional=True)
         return list(reversed(self._order.get(partition_key or "", {})))
 
     async def list_apps(
@@ -158,6 +160,7 @@ class InMemoryPersister(AsyncBaseStatePersister):
         """The latest step of each app, most recently updated first, a page at a time (as
         :meth:`SQLAlchemyPersister.list_apps <burr_async.SQLAlchemyPersister.list_apps>`)."""
         self._check_open("list_apps")
+        _check_id("partition_key", partition_key, optional=True)
         limit = _check_limit(limit, "apps")
         partitions = list(self._order) if all_partitions else [partition_key or ""]
         summaries = []
@@ -172,12 +175,13 @@ class InMemoryPersister(AsyncBaseStatePersister):
         summaries.sort(key=lambda s: (s.partition_key or "", s.app_id))
         summaries.sort(key=lambda s: s.updated_at, reverse=True)
         if after is not None:
+            when = _cursor_time(after)
             cursor = (after.partition_key or "", after.app_id)
             summaries = [
                 s
                 for s in summaries
-                if s.updated_at < after.updated_at
-                or (s.updated_at == after.updated_at and (s.partition_key or "", s.app_id) > cursor)
+                if s.updated_at < when
+                or (s.updated_at == when and (s.partition_key or "", s.app_id) > cursor)
             ]
         return summaries[:limit]
 

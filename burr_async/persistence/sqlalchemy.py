@@ -32,6 +32,7 @@ from burr_async.persistence.base import (
     ParentPointer,
     PersistedStateData,
     Status,
+    _check_id,
     _check_ids,
     _check_limit,
 )
@@ -493,6 +494,7 @@ class SQLAlchemyPersister(Saving, AsyncBaseStatePersister):
     async def list_app_ids(self, partition_key: str | None) -> list[str]:
         """The partition's app ids, most recently written first."""
         self._check_open("list_app_ids")
+        _check_id("partition_key", partition_key, optional=True)
         t = self._table
         query = (
             sa.select(t.c.app_uid)
@@ -518,6 +520,7 @@ class SQLAlchemyPersister(Saving, AsyncBaseStatePersister):
         keyset cursor). While steps are written, an app untouched meanwhile is listed exactly
         once over the pages; an app that took a step moved to the top (no duplicate)."""
         self._check_open("list_apps")
+        _check_id("partition_key", partition_key, optional=True)
         limit = _check_limit(limit, "apps")
         await self._ready()  # the query names the columns the table's revision has
         query = _retention.apps_page(

@@ -3,6 +3,7 @@ partitions, pruning, expiring idle apps, and paged reads."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from typing import Any
@@ -189,8 +190,10 @@ async def test_list_apps_refuses_a_limit_that_is_not_a_count(
         lambda p: p.delete_partition("bad\x00key"),
         lambda p: p.prune_all(keep_last=1, partition_key="bad\x00key"),
         lambda p: p.expire(idle_for=dt.timedelta(days=1), partition_key="bad\x00key"),
+        lambda p: p.list_app_ids("bad\x00key"),
+        lambda p: p.list_apps("bad\x00key"),
     ],
-    ids=["delete_partition", "prune_all", "expire"],
+    ids=["delete_partition", "prune_all", "expire", "list_app_ids", "list_apps"],
 )
 async def test_every_persister_refuses_a_bad_partition_key_alike(
     every_persister: Any, call: Any
@@ -266,6 +269,26 @@ async def test_list_apps_pages_by_cursor_and_filters_by_status(every_persister: 
     failed = await every_persister.list_apps(pk, status="failed")
     assert [a.app_id for a in failed] == [ids[0]]
     assert len(await every_persister.list_apps(pk, status="completed")) == 6
+
+
+@pytest.mark.parametrize(
+    "moved",
+    [
+        lambda when: when.astimezone(dt.timezone(dt.timedelta(hours=2))),
+        lambda when: when.replace(tzinfo=None),  # naive: UTC, as stored times are
+    ],
+    ids=["another_offset", "naive"],
+)
+async def test_a_cursor_is_the_same_instant_in_any_offset(every_persister: Any, moved: Any) -> None:
+    pk = new_id()
+    for app_id in [new_id() for _ in range(4)]:
+        await steps(every_persister, pk, app_id, 1)
+    first = await every_persister.list_apps(pk, limit=2)
+    expected = await every_persister.list_apps(pk, limit=2, after=first[-1])
+    cursor = dataclasses.replace(first[-1], updated_at=moved(first[-1].updated_at))
+    assert await every_persister.list_apps(pk, limit=2, after=cursor) == expected
+    with pytest.raises(ConfigurationError, match="AppSummary"):
+        await every_persister.list_apps(pk, after=first[-1].app_id)
 
 
 async def test_paging_while_steps_are_written_has_no_duplicates_or_gaps(
