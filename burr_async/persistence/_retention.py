@@ -215,13 +215,7 @@ def still_idle(
     """The rows of those of ``apps`` whose latest step is still older than ``cutoff``, judged
     by the statement that uses it: an app that took a step meanwhile keeps its steps."""
     chosen = app_keys(t).in_(apps)
-    idle = (
-        sa.select(t.c.partition_key, t.c.app_uid)
-        .where(chosen)
-        .group_by(t.c.partition_key, t.c.app_uid)
-        .having(sa.func.max(t.c.created_at) < cutoff)
-    )
-    return sa.and_(chosen, app_keys(t).in_(idle))
+    return sa.and_(chosen, app_keys(t).in_(idle_apps(t, cutoff, None).where(chosen)))
 
 
 def woken_apps(
@@ -346,6 +340,7 @@ class Retention:
         self,
         table: sa.Table,
         engine: AsyncEngine,
+        autocommit: AsyncEngine,
         errors: ErrorContext,
         writer: GroupWriter,
         encoder: _delta.DeltaEncoder | None,
@@ -353,7 +348,7 @@ class Retention:
     ) -> None:
         self._table = table
         self._engine = engine  # for the removals that need a transaction of several statements
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._autocommit = autocommit  # for the others: ``engine`` in autocommit
         self._errors = errors
         self._writer = writer
         self._encoder = encoder

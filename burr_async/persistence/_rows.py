@@ -12,16 +12,9 @@ import sqlalchemy as sa
 
 from burr_async.persistence import _delta
 from burr_async.persistence._dialect import as_utc
-from burr_async.persistence.base import (
-    _ESCAPED_NUL,
-    AppSummary,
-    ParentPointer,
-    _check_after,
-    _check_limit,
-    _refuse_nul,
-)
+from burr_async.persistence.base import AppSummary, ParentPointer, _check_page, _refuse_nul
 
-__all__ = ["ALL", "ESCAPED_NUL", "page", "pointer", "refuse_nul", "summaries"]
+__all__ = ["ALL", "page", "pointer", "refuse_nul", "summaries"]
 
 ALL = 2**31 - 1  # no limit: more steps than a sequence id can number
 
@@ -61,12 +54,10 @@ def summaries(rows: Sequence[sa.Row[Any]]) -> list[AppSummary]:
 
 
 def page(after_sequence_id: int | None, limit: int | None) -> tuple[int, int]:
-    """``(after, limit)`` for a history query; ConfigurationError for a bad page."""
-    after = _check_after(after_sequence_id)
-    return after, (ALL if limit is None else min(_check_limit(limit, "steps"), ALL))
-
-
-ESCAPED_NUL = _ESCAPED_NUL
+    """``(after, limit)`` for a history query (``base._check_page``, no limit as :data:`ALL`);
+    ConfigurationError for a bad page."""
+    after, most = _check_page(after_sequence_id, limit)
+    return after, (ALL if most is None else min(most, ALL))
 
 
 def refuse_nul(encoded: bytes) -> None:

@@ -23,7 +23,7 @@ from burr_async.persistence import _delta, _rows
 from burr_async.persistence._dialect import KEY, Key, RowValues
 from burr_async.persistence._errors import ErrorContext, translated
 from burr_async.persistence._writer import _UNSETTLED_LIMIT, GroupWriter
-from burr_async.persistence.base import ParentPointer, Status, _check_ids
+from burr_async.persistence.base import _ESCAPED_NUL, ParentPointer, Status, _check_ids
 from burr_async.serde import Serde
 from burr_async.state import State
 
@@ -230,7 +230,7 @@ class Saving:
             else None
         )
         encoded = self._serde.dumps(state) if written is None else written.text
-        if _rows.ESCAPED_NUL in encoded:
+        if _ESCAPED_NUL in encoded:
             _rows.refuse_nul(encoded)
         values = (
             pk,

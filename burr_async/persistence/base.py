@@ -87,14 +87,15 @@ def _cursor_time(after: object) -> dt.datetime:
     return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
 
 
-def _check_after(after_sequence_id: object) -> int:
-    """The sequence id a page of history starts after (-1: from the first step), else
-    ConfigurationError."""
-    if after_sequence_id is None:
-        return -1
-    if isinstance(after_sequence_id, bool) or not isinstance(after_sequence_id, int):
+def _check_page(after_sequence_id: object, limit: object) -> tuple[int, int | None]:
+    """A page of history: the sequence id it starts after (-1: from the first step) and the
+    most steps it holds (None: every one); ConfigurationError for a bad one."""
+    if after_sequence_id is not None and (
+        isinstance(after_sequence_id, bool) or not isinstance(after_sequence_id, int)
+    ):
         raise ConfigurationError(f"after_sequence_id must be an int, not {after_sequence_id!r}.")
-    return after_sequence_id
+    after = -1 if after_sequence_id is None else after_sequence_id
+    return after, None if limit is None else _check_limit(limit, "steps")
 
 
 _ESCAPED_NUL = b"\\u0000"  # how JSON writes a NUL character inside a string

@@ -18,11 +18,11 @@ from burr_async.persistence.base import (
     ParentPointer,
     PersistedStateData,
     Status,
-    _check_after,
     _check_id,
     _check_ids,
     _check_keep_last,
     _check_limit,
+    _check_page,
     _cursor_time,
     _cutoff,
     _refuse_nul,
@@ -229,8 +229,7 @@ class InMemoryPersister(AsyncBaseStatePersister):
     ) -> list[PersistedStateData]:
         self._check_open("history")
         _check_ids(app_id, partition_key)
-        after = _check_after(after_sequence_id)
-        most = None if limit is None else _check_limit(limit, "steps")
+        after, most = _check_page(after_sequence_id, limit)
         pk = partition_key or ""
         steps = self._rows.get((pk, app_id), {})
         chosen = [seq for seq in sorted(steps) if seq > after][:most]

@@ -162,7 +162,13 @@ class SQLAlchemyPersister(Saving, AsyncBaseStatePersister):
         self._schema_lock: anyio.Lock | None = None
         self._closed = False
         self._retention = _retention.Retention(
-            self._table, engine, self._errors, self._writer, self._encoder, self._ready
+            self._table,
+            engine,
+            self._autocommit,
+            self._errors,
+            self._writer,
+            self._encoder,
+            self._ready,
         )
 
     @classmethod
